@@ -1,0 +1,34 @@
+//! Builds the standard tasks (plugins/*) for wasm32-wasip2 and embeds them.
+
+use kiln_guest_build::{Guest, build, rerun_if_changed};
+use std::path::PathBuf;
+
+/// Standard tasks: (package, lib name = task name).
+const TASKS: &[(&str, &str)] = &[
+    ("kiln-task-mtzdump", "mtzdump"),
+    ("kiln-task-pdbset", "pdbset"),
+    ("kiln-task-demo-copycell", "demo_copycell"),
+];
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest.parent().unwrap().to_path_buf();
+    let guests: Vec<Guest> = TASKS
+        .iter()
+        .map(|(package, lib_name)| Guest { package, lib_name })
+        .collect();
+    let wasm = build(&root, &guests);
+    rerun_if_changed(&root.join("plugins"));
+    let mut code = String::from(
+        "/// (task name, component bytes) of every standard task.\npub const STANDARD_TASKS: &[(&str, &[u8])] = &[\n",
+    );
+    for ((_, name), path) in TASKS.iter().zip(&wasm) {
+        code.push_str(&format!(
+            "    ({name:?}, include_bytes!({:?})),\n",
+            path.display().to_string()
+        ));
+    }
+    code.push_str("];\n");
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("standard_tasks.rs");
+    std::fs::write(out, code).unwrap();
+}

@@ -1,0 +1,104 @@
+//! `kiln demo`: demo_copycell on bundled copies of 5e5z.mtz and
+//! rnase_frag.pdb. Unless `--registry` names real programs, mtzdump and
+//! pdbset are Kiln's own small implementations (`kiln tool ...`).
+
+use super::run::run_request;
+use super::{HostArgs, build_host, load_registry};
+use anyhow::Context;
+use kiln_host::registry::{ProgramEntry, Registry};
+use kiln_host::{RunRequest, TaskRef};
+
+const DEMO_MTZ: &[u8] = include_bytes!("../../demo-data/5e5z.mtz");
+const DEMO_PDB: &[u8] = include_bytes!("../../demo-data/rnase_frag.pdb");
+
+/// A registry whose mtzdump and pdbset are this binary's `tool` subcommand.
+fn builtin_registry() -> anyhow::Result<Registry> {
+    let exe = std::env::current_exe().context("failed to find the kiln executable")?;
+    let mut registry = Registry::default();
+    registry.source = "Kiln's built-in mtzdump and pdbset".into();
+    for name in ["mtzdump", "pdbset"] {
+        registry.insert(
+            name,
+            ProgramEntry {
+                path: exe.clone(),
+                args: vec!["tool".into(), name.into()],
+                env: Default::default(),
+                sha256: None,
+            },
+        )?;
+    }
+    Ok(registry)
+}
+
+pub async fn demo(args: HostArgs, json: bool) -> anyhow::Result<u8> {
+    let registry = match &args.registry {
+        Some(_) => load_registry(&args)?,
+        None => {
+            if !json {
+                println!(
+                    "kiln demo: mtzdump and pdbset are Kiln's own small implementations \
+                     (`kiln tool mtzdump|pdbset`); pass --registry FILE to use real CCP4 programs."
+                );
+            }
+            builtin_registry()?
+        }
+    };
+    let data = args.jobs_dir.join("demo-data");
+    std::fs::create_dir_all(&data)
+        .with_context(|| format!("failed to create {}", data.display()))?;
+    let data = std::fs::canonicalize(&data)?;
+    let mtz = data.join("5e5z.mtz");
+    let pdb = data.join("rnase_frag.pdb");
+    std::fs::write(&mtz, DEMO_MTZ).with_context(|| format!("failed to write {}", mtz.display()))?;
+    std::fs::write(&pdb, DEMO_PDB).with_context(|| format!("failed to write {}", pdb.display()))?;
+    if !json {
+        println!(
+            "kiln demo: demo_copycell with HKLIN={} XYZIN={}\n",
+            mtz.display(),
+            pdb.display()
+        );
+    }
+    let host = build_host(&args, registry).await?;
+    let request = RunRequest {
+        task: TaskRef::Name("demo_copycell".into()),
+        params: vec![
+            ("HKLIN".into(), mtz.display().to_string()),
+            ("XYZIN".into(), pdb.display().to_string()),
+        ],
+        grants: None,
+    };
+    let code = run_request(&host, request, json).await?;
+    if !json && code == 0 {
+        print_result_cryst1(&args.jobs_dir);
+    }
+    Ok(code)
+}
+
+/// Show where the result is and its CRYST1 record.
+fn print_result_cryst1(jobs_dir: &std::path::Path) {
+    let Some(xyzout) = newest_xyzout(jobs_dir) else {
+        return;
+    };
+    let cryst1 = std::fs::read_to_string(&xyzout).ok().and_then(|t| {
+        t.lines()
+            .find(|l| l.starts_with("CRYST1"))
+            .map(str::to_string)
+    });
+    println!("XYZOUT: {}", xyzout.display());
+    if let Some(line) = cryst1 {
+        println!("{line}");
+    }
+}
+
+fn newest_xyzout(jobs_dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let newest = std::fs::read_dir(jobs_dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n: u32 = e.file_name().to_str()?.strip_prefix("job_")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .max_by_key(|(n, _)| *n)?;
+    let p = newest.1.join("job_2").join("XYZOUT.pdb");
+    p.is_file().then_some(p)
+}

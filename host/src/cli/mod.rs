@@ -1,0 +1,168 @@
+//! Argument parsing and dispatch for the `kiln` binary.
+
+mod demo;
+mod describe;
+mod output;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit status for a usage or input error.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "A WebAssembly plugin host for scientific job pipelines"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct HostArgs {
+    /// Program registry (TOML); default: CCP4 under $CCP4/bin and gemmi on PATH.
+    #[arg(long, value_name = "FILE")]
+    pub registry: Option<PathBuf>,
+    /// Where job directories are created.
+    #[arg(long, value_name = "DIR", default_value = "kiln-jobs")]
+    pub jobs_dir: PathBuf,
+    /// Extra task components, usable as sub-tasks by name.
+    #[arg(long = "plugin", value_name = "FILE.wasm")]
+    pub plugins: Vec<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run demo_copycell on bundled data (mtzdump, then pdbset).
+    Demo {
+        #[command(flatten)]
+        host: HostArgs,
+        /// Print one JSON document instead of the job tree.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a task or pipeline by name or component path.
+    Run {
+        /// Task name (e.g. demo_copycell) or path to a .wasm component.
+        task: String,
+        /// A parameter: a dotted path (inputData.HKLIN) or a bare item name.
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Grants manifest (TOML); default: what the task requests.
+        #[arg(long, value_name = "FILE")]
+        grants: Option<PathBuf>,
+        #[command(flatten)]
+        host: HostArgs,
+        /// Print one JSON document instead of the job tree.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a task's definition and the capabilities it requests.
+    Describe {
+        task: String,
+        /// Grants manifest to check the request against.
+        #[arg(long, value_name = "FILE")]
+        grants: Option<PathBuf>,
+        #[command(flatten)]
+        host: HostArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kiln's own implementations of CCP4 programs (used by the demo registry).
+    #[command(hide = true)]
+    Tool {
+        name: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Tool { name, args } = &cli.command {
+        return run_tool(name, args);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kiln: failed to start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Demo { host, json } => demo::demo(host, json).await,
+            Command::Run {
+                task,
+                params,
+                grants,
+                host,
+                json,
+            } => run::run(&task, &params, grants.as_deref(), host, json).await,
+            Command::Describe {
+                task,
+                grants,
+                host,
+                json,
+            } => describe::describe(&task, grants.as_deref(), host, json).await,
+            Command::Tool { .. } => unreachable!("handled before the runtime starts"),
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("kiln: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn run_tool(name: &str, args: &[String]) -> ExitCode {
+    let Some(program) = kiln_ccp4_programs::program(name) else {
+        eprintln!(
+            "kiln tool: unknown program `{name}`; known: {}",
+            kiln_ccp4_programs::PROGRAM_NAMES.join(", ")
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let code = program(
+        args,
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    );
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Build a host from the common arguments.
+pub async fn build_host(
+    args: &HostArgs,
+    registry: kiln_host::registry::Registry,
+) -> anyhow::Result<kiln_host::Host> {
+    use anyhow::Context;
+    let config = kiln_host::HostConfig::new(&args.jobs_dir, registry);
+    let host = kiln_host::Host::new(config).context("failed to start the host")?;
+    for p in &args.plugins {
+        host.catalog()
+            .add_file(p)
+            .await
+            .with_context(|| format!("failed to add plugin {}", p.display()))?;
+    }
+    Ok(host)
+}
+
+/// The registry named by `--registry`, or the discovered one.
+pub fn load_registry(args: &HostArgs) -> anyhow::Result<kiln_host::registry::Registry> {
+    Ok(match &args.registry {
+        Some(path) => kiln_host::registry::Registry::from_file(path)?,
+        None => kiln_host::registry::Registry::discover(),
+    })
+}

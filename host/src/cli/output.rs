@@ -1,0 +1,92 @@
+//! What `kiln` prints: the job tree at the end, live progress lines on a
+//! terminal while jobs run, and the exit status of a finished job.
+
+use kiln_host::events::{Event, EventKind};
+use kiln_host::{FinishStatus, JobReport};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+pub fn exit_code(status: FinishStatus) -> u8 {
+    match status {
+        FinishStatus::Succeeded => 0,
+        FinishStatus::Failed => 1,
+        FinishStatus::Unsatisfactory => 3,
+        FinishStatus::Interrupted => 4,
+    }
+}
+
+/// The job and its sub-jobs, one line each, then the status and reason.
+pub fn print_report(report: &JobReport) {
+    print_node(report, "", true, true);
+    println!();
+    match &report.reason {
+        Some(reason) => println!("job {} {}: {reason}", report.job_id, report.status.as_str()),
+        None => println!("job {} {}", report.job_id, report.status.as_str()),
+    }
+    println!("job directory: {}", report.job_dir.display());
+}
+
+fn print_node(r: &JobReport, prefix: &str, last: bool, root: bool) {
+    let elapsed = r
+        .elapsed_seconds
+        .map(|s| format!("{s:.2} s"))
+        .unwrap_or_else(|| "-".into());
+    let branch = if root {
+        String::new()
+    } else if last {
+        format!("{prefix}└─ ")
+    } else {
+        format!("{prefix}├─ ")
+    };
+    let dir = r
+        .job_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    println!(
+        "{branch}{:<8} {:<16} {:<14} {:>9}  {dir}",
+        r.job_id,
+        r.task,
+        r.state.as_str(),
+        elapsed
+    );
+    let child_prefix = if root {
+        String::new()
+    } else if last {
+        format!("{prefix}   ")
+    } else {
+        format!("{prefix}│  ")
+    };
+    for (i, c) in r.sub_jobs.iter().enumerate() {
+        print_node(c, &child_prefix, i + 1 == r.sub_jobs.len(), false);
+    }
+}
+
+/// Print a line per job state change and progress report until aborted.
+pub async fn watch_progress(mut rx: broadcast::Receiver<Event>) {
+    loop {
+        match rx.recv().await {
+            Ok(e) => {
+                if let Some(line) = progress_line(&e) {
+                    eprintln!("{line}");
+                }
+            }
+            Err(RecvError::Lagged(n)) => eprintln!("  ({n} progress events skipped)"),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+fn progress_line(e: &Event) -> Option<String> {
+    let indent = "  ".repeat(e.job_id.matches('.').count());
+    let head = format!("{indent}[{} {}]", e.job_id, e.task);
+    match &e.kind {
+        EventKind::State { state } => Some(format!("{head} {}", state.as_str())),
+        EventKind::Progress {
+            fraction, message, ..
+        } => Some(match fraction {
+            Some(f) => format!("{head} {:>3.0}% {message}", f * 100.0),
+            None => format!("{head} {message}"),
+        }),
+        EventKind::Finished { .. } | EventKind::Signal { .. } | EventKind::Log { .. } => None,
+    }
+}

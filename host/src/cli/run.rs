@@ -1,0 +1,101 @@
+//! `kiln run`: submit a task, show live progress on a terminal, print the
+//! job tree (or one JSON document) and exit with the job's status.
+
+use super::output::{exit_code, print_report, watch_progress};
+use super::{EXIT_USAGE, HostArgs, build_host, load_registry};
+use kiln_host::grants::Grants;
+use kiln_host::{Host, RunRequest, TaskRef};
+use std::io::IsTerminal;
+use std::path::Path;
+
+/// `NAME=VALUE` into its two halves.
+pub fn parse_params(params: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    params
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+            _ => anyhow::bail!("--param {p:?}: expected NAME=VALUE, e.g. --param HKLIN=data.mtz"),
+        })
+        .collect()
+}
+
+pub async fn run(
+    task: &str,
+    params: &[String],
+    grants: Option<&Path>,
+    args: HostArgs,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let params = parse_params(params)?;
+    let manifest = grants.map(Grants::from_file).transpose()?;
+    let host = build_host(&args, load_registry(&args)?).await?;
+    run_request(
+        &host,
+        RunRequest {
+            task: TaskRef::parse(task),
+            params,
+            grants: manifest,
+        },
+        json,
+    )
+    .await
+}
+
+/// Run a request to its end and report it; shared with `kiln demo`.
+pub async fn run_request(host: &Host, request: RunRequest, json: bool) -> anyhow::Result<u8> {
+    if let Some(m) = &request.grants {
+        let info = host.describe(&request.task).await?;
+        let (_, missing) = host.effective_grants(&info, Some(m)).await?;
+        if !missing.is_empty() {
+            eprintln!(
+                "kiln: {} requests capabilities the grants manifest does not give:",
+                info.name
+            );
+            for line in &missing {
+                eprintln!("  {line}");
+            }
+            eprintln!("kiln: running anyway; those requests will be denied.");
+        }
+    }
+    let job = match host.submit(request).await {
+        Ok(job) => job,
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let live = !json && std::io::stderr().is_terminal();
+    let progress = live.then(|| tokio::spawn(watch_progress(host.events().subscribe())));
+    host.start(&job);
+    tokio::select! {
+        _ = job.wait() => {}
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("kiln: interrupted; cancelling job {}", job.id);
+            job.cancel();
+            job.wait().await;
+        }
+    }
+    if let Some(p) = progress {
+        p.abort();
+    }
+    let report = host.report(&job);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(exit_code(report.status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_need_a_name_and_an_equals_sign() {
+        let ok = parse_params(&["HKLIN=a=b.mtz".into()]).unwrap();
+        assert_eq!(ok, vec![("HKLIN".to_string(), "a=b.mtz".to_string())]);
+        assert!(parse_params(&["HKLIN".into()]).is_err());
+        assert!(parse_params(&["=x".into()]).is_err());
+    }
+}

@@ -1,0 +1,252 @@
+//! Capabilities: what a task asks for, what the operator grants, and what a
+//! run gets (the intersection). Default deny: anything not listed is refused,
+//! and each refusal names the manifest line that would allow it.
+//!
+//! The operator's manifest is TOML:
+//!
+//! ```toml
+//! programs = ["mtzdump", "pdbset"]   # registry names
+//! tasks = ["mtzdump", "pdbset"]      # sub-tasks a pipeline may make
+//! axes = ["x"]                       # axis ids
+//! env = ["CCP4_SCR"]                 # env names passed to programs
+//! network = false                    # network for native programs
+//!
+//! [limits]
+//! memory_mib = 512                   # wasm linear memory per plugin
+//! wall_seconds = 3600                # whole job, including waits
+//! cpu_seconds = 600                  # time spent running wasm
+//! processes = 8                      # programs running at once per job
+//! output_bytes = 16777216            # captured output a plugin can read back
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+/// Resource limits of one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory a plugin instance may grow to, MiB.
+    pub memory_mib: u64,
+    /// Wall-clock limit of the whole job, including time blocked in host
+    /// calls, seconds.
+    pub wall_seconds: u64,
+    /// Time spent executing wasm, seconds (epoch deadline).
+    pub cpu_seconds: u64,
+    /// Native programs a job may have running at once.
+    pub processes: u32,
+    /// Captured stdout/stderr a plugin can read back per program, bytes; the
+    /// log files hold everything regardless.
+    pub output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mib: 512,
+            wall_seconds: 24 * 3600,
+            cpu_seconds: 3600,
+            processes: 8,
+            output_bytes: 16 << 20,
+        }
+    }
+}
+
+impl Limits {
+    pub fn wall(&self) -> Duration {
+        Duration::from_secs(self.wall_seconds)
+    }
+    pub fn cpu(&self) -> Duration {
+        Duration::from_secs(self.cpu_seconds)
+    }
+    /// The tighter of two limit sets, field by field.
+    pub fn min(&self, other: &Limits) -> Limits {
+        Limits {
+            memory_mib: self.memory_mib.min(other.memory_mib),
+            wall_seconds: self.wall_seconds.min(other.wall_seconds),
+            cpu_seconds: self.cpu_seconds.min(other.cpu_seconds),
+            processes: self.processes.min(other.processes),
+            output_bytes: self.output_bytes.min(other.output_bytes),
+        }
+    }
+}
+
+/// A set of capabilities: a task's request, an operator's manifest, or what
+/// a run holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Grants {
+    pub programs: BTreeSet<String>,
+    pub tasks: BTreeSet<String>,
+    pub axes: BTreeSet<String>,
+    pub env: BTreeSet<String>,
+    pub read_dirs: BTreeSet<String>,
+    pub write_dirs: BTreeSet<String>,
+    pub network: bool,
+    pub limits: Limits,
+}
+
+/// Which kind of capability a denial is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    Program,
+    Task,
+    Axis,
+    Env,
+}
+
+impl Capability {
+    fn manifest_key(self) -> &'static str {
+        match self {
+            Capability::Program => "programs",
+            Capability::Task => "tasks",
+            Capability::Axis => "axes",
+            Capability::Env => "env",
+        }
+    }
+    fn noun(self) -> &'static str {
+        match self {
+            Capability::Program => "program",
+            Capability::Task => "sub-task",
+            Capability::Axis => "axis",
+            Capability::Env => "environment variable",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrantsError {
+    #[error("failed to read the grants manifest {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("failed to parse the grants manifest {path}: {detail}")]
+    Parse { path: String, detail: String },
+}
+
+impl Grants {
+    pub fn from_file(path: &Path) -> Result<Grants, GrantsError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| GrantsError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::from_toml(&text, &shown)
+    }
+
+    pub fn from_toml(text: &str, source: &str) -> Result<Grants, GrantsError> {
+        toml::from_str(text).map_err(|e| GrantsError::Parse {
+            path: source.to_string(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// What both sets allow; limits are the tighter of the two.
+    pub fn intersect(&self, other: &Grants) -> Grants {
+        Grants {
+            programs: self
+                .programs
+                .intersection(&other.programs)
+                .cloned()
+                .collect(),
+            tasks: self.tasks.intersection(&other.tasks).cloned().collect(),
+            axes: self.axes.intersection(&other.axes).cloned().collect(),
+            env: self.env.intersection(&other.env).cloned().collect(),
+            read_dirs: self
+                .read_dirs
+                .intersection(&other.read_dirs)
+                .cloned()
+                .collect(),
+            write_dirs: self
+                .write_dirs
+                .intersection(&other.write_dirs)
+                .cloned()
+                .collect(),
+            network: self.network && other.network,
+            limits: self.limits.min(&other.limits),
+        }
+    }
+
+    /// Everything of `self` (a request) that `granted` does not allow, as
+    /// human-readable lines.
+    pub fn missing_from(&self, granted: &Grants) -> Vec<String> {
+        let mut out = Vec::new();
+        for (cap, want, have) in [
+            (Capability::Program, &self.programs, &granted.programs),
+            (Capability::Task, &self.tasks, &granted.tasks),
+            (Capability::Axis, &self.axes, &granted.axes),
+            (Capability::Env, &self.env, &granted.env),
+        ] {
+            for name in want.difference(have) {
+                out.push(denial_message(cap, name));
+            }
+        }
+        if self.network && !granted.network {
+            out.push("network is not granted: set `network = true` in the grants manifest".into());
+        }
+        out
+    }
+
+    /// `Ok` when `name` is granted, else the denial message.
+    pub fn check(&self, cap: Capability, name: &str) -> Result<(), String> {
+        let set = match cap {
+            Capability::Program => &self.programs,
+            Capability::Task => &self.tasks,
+            Capability::Axis => &self.axes,
+            Capability::Env => &self.env,
+        };
+        if set.contains(name) {
+            Ok(())
+        } else {
+            Err(denial_message(cap, name))
+        }
+    }
+
+    /// Add everything another set allows (used to build the default grants
+    /// of a run from a pipeline's own request and its sub-tasks').
+    pub fn extend(&mut self, other: &Grants) {
+        self.programs.extend(other.programs.iter().cloned());
+        self.tasks.extend(other.tasks.iter().cloned());
+        self.axes.extend(other.axes.iter().cloned());
+        self.env.extend(other.env.iter().cloned());
+        self.read_dirs.extend(other.read_dirs.iter().cloned());
+        self.write_dirs.extend(other.write_dirs.iter().cloned());
+        self.network |= other.network;
+    }
+}
+
+fn denial_message(cap: Capability, name: &str) -> String {
+    format!(
+        "{} `{name}` is not granted: add \"{name}\" to `{}` in the grants manifest",
+        cap.noun(),
+        cap.manifest_key()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intersection_and_denials_name_the_manifest_line() {
+        let request = Grants::from_toml("programs = [\"mtzdump\", \"gemmi\"]", "req").unwrap();
+        let manifest =
+            Grants::from_toml("programs = [\"mtzdump\"]\n[limits]\nmemory_mib = 64\n", "m")
+                .unwrap();
+        let run = request.intersect(&manifest);
+        assert!(run.check(Capability::Program, "mtzdump").is_ok());
+        let denial = run.check(Capability::Program, "gemmi").unwrap_err();
+        assert!(denial.contains("add \"gemmi\" to `programs`"), "{denial}");
+        assert_eq!(run.limits.memory_mib, 64);
+        assert_eq!(request.missing_from(&manifest).len(), 1);
+    }
+
+    #[test]
+    fn unknown_manifest_fields_are_rejected() {
+        let e = Grants::from_toml("programs = []\nshell = true\n", "m.toml").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+}

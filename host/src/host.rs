@@ -1,0 +1,257 @@
+//! The host: the engine, the task catalog, the program registry, the stage
+//! and the event bus, shared by every job; and the API to run a task.
+
+use crate::axes::SimulatedStage;
+use crate::catalog::{Catalog, CatalogError, TaskInfo, TaskRef};
+use crate::engine::{LoadError, PluginEngine};
+use crate::events::{Event, EventBus, EventKind};
+use crate::grants::Grants;
+use crate::job::{self, FinishStatus, Job, JobResult, JobState};
+use crate::registry::Registry;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// How to build a [`Host`].
+pub struct HostConfig {
+    /// Where job directories are created.
+    pub jobs_dir: PathBuf,
+    pub registry: Registry,
+    /// Compiled components are kept here between runs; `None` disables the
+    /// on-disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// The stage serving the axes interface.
+    pub stage: SimulatedStage,
+}
+
+impl HostConfig {
+    pub fn new(jobs_dir: impl Into<PathBuf>, registry: Registry) -> HostConfig {
+        HostConfig {
+            jobs_dir: jobs_dir.into(),
+            registry,
+            cache_dir: default_cache_dir(),
+            stage: SimulatedStage::default_stage(),
+        }
+    }
+}
+
+/// `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("KILN_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(d).join("kiln"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("kiln"))
+}
+
+/// What every job shares.
+pub(crate) struct HostShared {
+    pub engine: Arc<PluginEngine>,
+    pub catalog: Catalog,
+    pub registry: Registry,
+    pub stage: SimulatedStage,
+    pub events: EventBus,
+    pub jobs_dir: PathBuf,
+    /// Cancelling this cancels every job.
+    pub shutdown: CancellationToken,
+}
+
+impl HostShared {
+    pub(crate) fn publish(&self, job: &Job, kind: EventKind) {
+        self.events.publish(Event {
+            job_id: job.id.clone(),
+            task: job.task.name.clone(),
+            kind,
+        });
+    }
+
+    pub(crate) fn publish_state(&self, job: &Job) {
+        self.publish(job, EventKind::State { state: job.state() });
+    }
+
+    pub(crate) fn publish_finished(&self, job: &Job, status: FinishStatus, reason: Option<String>) {
+        self.publish(job, EventKind::Finished { status, reason });
+    }
+}
+
+/// A run to start.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub task: TaskRef,
+    /// `NAME=VALUE` pairs: a dotted path or a bare item name, and its value
+    /// as text (a path for files).
+    pub params: Vec<(String, String)>,
+    /// The operator's grants; `None` grants what the task and its sub-tasks
+    /// request.
+    pub grants: Option<Grants>,
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("parameter {name}: {detail}")]
+    Param { name: String, detail: String },
+    #[error(transparent)]
+    JobDir(#[from] job::JobDirError),
+}
+
+/// The end of a job and its sub-jobs, as reported to users.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    pub job_id: String,
+    pub task: String,
+    pub status: FinishStatus,
+    pub state: JobState,
+    pub reason: Option<String>,
+    pub job_dir: PathBuf,
+    /// outputData of the job's container.
+    pub outputs: serde_json::Value,
+    pub elapsed_seconds: Option<f64>,
+    pub sub_jobs: Vec<JobReport>,
+}
+
+impl JobReport {
+    fn of(job: &Job) -> JobReport {
+        let result = job.result().unwrap_or(JobResult {
+            status: FinishStatus::Interrupted,
+            reason: Some("no result recorded".into()),
+        });
+        let values = job.container_json();
+        let times = job.times();
+        JobReport {
+            job_id: job.id.clone(),
+            task: job.task.name.clone(),
+            status: result.status,
+            state: job.state(),
+            reason: result.reason,
+            job_dir: job.dir.clone(),
+            outputs: values
+                .get("outputData")
+                .cloned()
+                .unwrap_or(serde_json::Value::Null),
+            elapsed_seconds: match (times.started, times.ended) {
+                (Some((_, s)), Some((_, e))) => Some(e.duration_since(s).as_secs_f64()),
+                _ => None,
+            },
+            sub_jobs: job.children().iter().map(|c| JobReport::of(c)).collect(),
+        }
+    }
+}
+
+/// Kiln's host. Cheap to clone; every clone serves the same jobs.
+#[derive(Clone)]
+pub struct Host {
+    shared: Arc<HostShared>,
+}
+
+impl Host {
+    /// Build a host with the standard tasks in its catalog. Must be called
+    /// within a tokio runtime.
+    pub fn new(config: HostConfig) -> Result<Host, LoadError> {
+        let engine = PluginEngine::new(config.cache_dir)?;
+        let catalog = Catalog::new(engine.clone());
+        for (name, bytes) in crate::standard::STANDARD_TASKS {
+            catalog.add_embedded(name, bytes);
+        }
+        Ok(Host {
+            shared: Arc::new(HostShared {
+                engine,
+                catalog,
+                registry: config.registry,
+                stage: config.stage,
+                events: EventBus::default(),
+                jobs_dir: config.jobs_dir,
+                shutdown: CancellationToken::new(),
+            }),
+        })
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.shared.catalog
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.shared.events
+    }
+
+    /// Load and describe a task.
+    pub async fn describe(&self, task: &TaskRef) -> Result<Arc<TaskInfo>, CatalogError> {
+        self.shared.catalog.resolve(task).await
+    }
+
+    /// The grants a run of `task` gets under `manifest` (or by default), and
+    /// what it requests that is not granted.
+    pub async fn effective_grants(
+        &self,
+        task: &TaskInfo,
+        manifest: Option<&Grants>,
+    ) -> Result<(Grants, Vec<String>), CatalogError> {
+        let requested = self.shared.catalog.requests_closure(task).await?;
+        Ok(match manifest {
+            Some(m) => (requested.intersect(m), requested.missing_from(m)),
+            None => (requested, Vec::new()),
+        })
+    }
+
+    /// Create the job (directory, container, parameters) without starting
+    /// it. Bad parameters are reported here, before anything runs.
+    pub async fn submit(&self, request: RunRequest) -> Result<Arc<Job>, RunError> {
+        let task = self.shared.catalog.resolve(&request.task).await?;
+        let (grants, _) = self
+            .effective_grants(&task, request.grants.as_ref())
+            .await?;
+        let mut container = task.new_container();
+        for (name, value) in &request.params {
+            container
+                .set_from_str(name, value)
+                .map_err(|e| RunError::Param {
+                    name: name.clone(),
+                    detail: e.to_string(),
+                })?;
+        }
+        let (n, dir) = job::allocate_top_level(&self.shared.jobs_dir)?;
+        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        let job = Job::new(
+            n.to_string(),
+            task,
+            dir,
+            grants,
+            container,
+            self.shared.shutdown.child_token(),
+        );
+        self.shared.publish_state(&job);
+        Ok(job)
+    }
+
+    /// Start a submitted job.
+    pub fn start(&self, job: &Arc<Job>) {
+        job::start_job(self.shared.clone(), job.clone());
+    }
+
+    /// Submit, start and wait for a job.
+    pub async fn run(&self, request: RunRequest) -> Result<JobReport, RunError> {
+        let job = self.submit(request).await?;
+        self.start(&job);
+        job.wait().await;
+        Ok(JobReport::of(&job))
+    }
+
+    /// The report of a job that has ended.
+    pub fn report(&self, job: &Job) -> JobReport {
+        JobReport::of(job)
+    }
+
+    /// Cancel every job.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+    }
+}

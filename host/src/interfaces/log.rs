@@ -1,0 +1,51 @@
+//! `kiln:plugin/log`: leveled plugin messages, appended to `kiln.log` in the
+//! job directory and published as events.
+
+use crate::bindings::log::{Host, Level};
+use crate::events::EventKind;
+use crate::interfaces::PluginState;
+use std::io::Write;
+
+/// Longest message kept; the rest is cut.
+const MAX_MESSAGE: usize = 16 << 10;
+
+fn level_name(l: Level) -> &'static str {
+    match l {
+        Level::Trace => "trace",
+        Level::Debug => "debug",
+        Level::Info => "info",
+        Level::Warn => "warn",
+        Level::Error => "error",
+    }
+}
+
+impl Host for PluginState {
+    async fn log(&mut self, level: Level, mut message: String) -> wasmtime::Result<()> {
+        let Ok(b) = self.bound() else { return Ok(()) };
+        if message.len() > MAX_MESSAGE {
+            let cut = (0..=MAX_MESSAGE)
+                .rev()
+                .find(|&i| message.is_char_boundary(i))
+                .unwrap_or(0);
+            message.truncate(cut);
+        }
+        let level = level_name(level);
+        let line = format!("{level}: {message}\n");
+        // The job log is a diagnostic: a failed write must not fail the job.
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(b.job.dir.join("kiln.log"))
+        {
+            let _ = f.write_all(line.as_bytes());
+        }
+        b.host.publish(
+            &b.job,
+            EventKind::Log {
+                level: level.to_string(),
+                message,
+            },
+        );
+        Ok(())
+    }
+}

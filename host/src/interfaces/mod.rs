@@ -1,0 +1,284 @@
+//! The host side of each WIT interface, one module per interface, each a thin
+//! adapter from WIT types to the subsystem behind it. All of them are
+//! implemented on [`PluginState`], the data of a plugin instance's store.
+//!
+//! Expected failures (a denial, a bad path, a missing item) are returned to
+//! the guest as `host-error`; a trap is reserved for host bugs and
+//! exhausted limits.
+
+mod axes;
+mod container;
+mod jobs;
+mod log;
+mod process;
+mod signals;
+mod types;
+
+use crate::bindings::types::{ErrorKind, HostError};
+use crate::host::HostShared;
+use crate::job::Job;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// The largest string or list a guest may hand to one host call (paths,
+/// arguments, scripts, payloads); larger ones are refused with `limit`.
+pub const MAX_ARG_BYTES: usize = 1 << 20;
+/// The most arguments in one spawn request.
+pub const MAX_ARGS: usize = 4096;
+/// The most handles (processes, sub-jobs, motions) a guest may hold at once.
+pub const MAX_HANDLES: usize = 10_000;
+
+/// What a running job's instance is bound to.
+pub(crate) struct Bound {
+    pub host: Arc<HostShared>,
+    pub job: Arc<Job>,
+}
+
+/// The data of one plugin instance's store.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    /// `None` while the component is only being described.
+    pub(crate) bound: Option<Bound>,
+    cpu_ticks: u64,
+    cpu_budget_ticks: u64,
+    /// What the guest wrote on its own stdout/stderr, for failure reasons.
+    pub(crate) guest_output: Option<wasmtime_wasi::p2::pipe::MemoryOutputPipe>,
+    pub(crate) memory_limit: usize,
+    /// Kiln handles (processes, sub-jobs, motions) the guest holds.
+    handles: usize,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Guest stdout/stderr kept for failure reasons; past it, writes are dropped.
+const GUEST_OUTPUT_CAP: usize = 64 << 10;
+/// Memory a component may use while describing itself.
+const DESCRIBE_MEMORY: usize = 64 << 20;
+
+impl PluginState {
+    /// A state with no job, no grants and no filesystem: `describe` only.
+    pub(crate) fn for_describe() -> PluginState {
+        PluginState::new(
+            wasmtime_wasi::WasiCtxBuilder::new().build(),
+            None,
+            DESCRIBE_MEMORY,
+            None,
+        )
+    }
+
+    pub(crate) fn new(
+        wasi: WasiCtx,
+        bound: Option<Bound>,
+        memory_limit: usize,
+        guest_output: Option<wasmtime_wasi::p2::pipe::MemoryOutputPipe>,
+    ) -> PluginState {
+        PluginState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_limit)
+                .instances(64)
+                .tables(64)
+                .memories(16)
+                .trap_on_grow_failure(true)
+                .build(),
+            bound,
+            cpu_ticks: 0,
+            cpu_budget_ticks: u64::MAX,
+            guest_output,
+            memory_limit,
+            handles: 0,
+        }
+    }
+
+    /// The guest's stdout/stderr sink for a job's WASI context.
+    pub(crate) fn guest_output_pipe() -> wasmtime_wasi::p2::pipe::MemoryOutputPipe {
+        wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(GUEST_OUTPUT_CAP)
+    }
+
+    /// Set limits and the CPU deadline on a new store, before instantiation.
+    /// The guest yields to the runtime every epoch tick, so thousands of
+    /// instances share the threads fairly, and traps once it has run for
+    /// `cpu` in total.
+    pub(crate) fn arm(store: &mut Store<PluginState>, cpu: Duration) {
+        let ticks = (cpu.as_millis() / crate::engine::EPOCH_TICK.as_millis()).max(1) as u64;
+        store.data_mut().cpu_budget_ticks = ticks;
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            state.cpu_ticks += 1;
+            if state.cpu_ticks > state.cpu_budget_ticks {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+    }
+
+    pub(crate) fn bound(&self) -> Result<&Bound, HostError> {
+        self.bound.as_ref().ok_or_else(|| HostError {
+            kind: ErrorKind::Invalid,
+            message: "host calls are not available while a task describes itself".into(),
+        })
+    }
+
+    /// The job's cancellation token (none while describing).
+    pub(crate) fn cancel_token(&self) -> Option<CancellationToken> {
+        self.bound.as_ref().map(|b| b.job.cancel.clone())
+    }
+
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    pub(crate) fn table_ref(&self) -> &ResourceTable {
+        &self.table
+    }
+
+    /// Refuse a new handle when the guest already holds too many.
+    pub(crate) fn take_handle(&mut self) -> Result<(), HostError> {
+        if self.handles >= MAX_HANDLES {
+            return Err(limit(format!(
+                "the plugin holds {MAX_HANDLES} handles already; drop some first"
+            )));
+        }
+        self.handles += 1;
+        Ok(())
+    }
+
+    pub(crate) fn release_handle(&mut self) {
+        self.handles = self.handles.saturating_sub(1);
+    }
+}
+
+/// Link Kiln's interfaces (WASI is linked by the engine).
+pub(crate) fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+    crate::bindings::Plugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
+}
+
+/// Resolves when the job is cancelled; never without a job.
+pub(crate) async fn until_cancelled(token: &Option<CancellationToken>) {
+    match token {
+        Some(t) => t.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(crate) fn denied(message: impl Into<String>) -> HostError {
+    HostError {
+        kind: ErrorKind::Denied,
+        message: message.into(),
+    }
+}
+
+pub(crate) fn invalid(message: impl Into<String>) -> HostError {
+    HostError {
+        kind: ErrorKind::Invalid,
+        message: message.into(),
+    }
+}
+
+pub(crate) fn not_found(message: impl Into<String>) -> HostError {
+    HostError {
+        kind: ErrorKind::NotFound,
+        message: message.into(),
+    }
+}
+
+pub(crate) fn failed(message: impl Into<String>) -> HostError {
+    HostError {
+        kind: ErrorKind::Failed,
+        message: message.into(),
+    }
+}
+
+pub(crate) fn limit(message: impl Into<String>) -> HostError {
+    HostError {
+        kind: ErrorKind::Limit,
+        message: message.into(),
+    }
+}
+
+pub(crate) fn cancelled() -> HostError {
+    HostError {
+        kind: ErrorKind::Cancelled,
+        message: "the job is being cancelled".into(),
+    }
+}
+
+/// Refuse a guest-supplied string longer than [`MAX_ARG_BYTES`].
+pub(crate) fn check_len(what: &str, s: &str) -> Result<(), HostError> {
+    if s.len() > MAX_ARG_BYTES {
+        return Err(limit(format!(
+            "{what} is {} bytes; the limit is {MAX_ARG_BYTES}",
+            s.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A readable reason for a trap or instantiation error, naming the limit
+/// that ended the guest where there is one.
+pub(crate) fn trap_reason(err: &wasmtime::Error, state: &PluginState) -> String {
+    use wasmtime::Trap;
+    let guest_says = state
+        .guest_output
+        .as_ref()
+        .map(|p| String::from_utf8_lossy(&p.contents()).into_owned())
+        .unwrap_or_default();
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => {
+            let secs = state.cpu_budget_ticks as f64 * crate::engine::EPOCH_TICK.as_secs_f64();
+            return format!("time limit: the plugin ran for more than {secs:.1} s of CPU");
+        }
+        Some(Trap::StackOverflow) => return "the plugin overflowed its stack".into(),
+        // Rust and C guests keep their stack in linear memory; running off
+        // its end is an out-of-bounds access, not a wasm stack overflow.
+        Some(Trap::MemoryOutOfBounds) if !guest_says.contains("panicked at") => {
+            return "the plugin made an out-of-bounds memory access (its stack overflowed, or it has a memory bug)".into();
+        }
+        _ => {}
+    }
+    let text = format!("{err:#}");
+    if text.contains("forcing trap when growing memory") {
+        return format!(
+            "memory limit: the plugin tried to grow its memory past {} MiB",
+            state.memory_limit >> 20
+        );
+    }
+    if let Some(panic) = guest_says.lines().find(|l| l.contains("panicked at")) {
+        let rest: Vec<&str> = guest_says
+            .lines()
+            .skip_while(|l| !l.contains("panicked at"))
+            .skip(1)
+            .take(2)
+            .collect();
+        return format!(
+            "the plugin panicked: {} {}",
+            panic.trim(),
+            rest.join(" ").trim()
+        );
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(trap) => format!("the plugin trapped: {trap}"),
+        // Not a trap: an instantiation or host error; its first line says it.
+        None => format!(
+            "the plugin failed: {}",
+            text.lines().next().unwrap_or_default()
+        ),
+    }
+}

@@ -1,0 +1,324 @@
+//! `kiln:plugin/process`: spawn registry programs for the guest, under its
+//! grants, and hand back a handle to wait on, kill and read.
+
+use crate::bindings::process::{
+    self as wit, Captured as WitCaptured, Host, HostChild, OutputStream, SpawnRequest, StdinSource,
+};
+use crate::bindings::types::HostError;
+use crate::engine::lock;
+use crate::grants::Capability;
+use crate::interfaces::{
+    Bound, PluginState, check_len, denied, failed, invalid, limit, not_found, until_cancelled,
+};
+use crate::job::Job;
+use crate::process::{self, ChildHandle, Outcome, ProcessShared, SpawnSpec};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::Resource;
+
+/// Linux refuses a single argument longer than this (MAX_ARG_STRLEN).
+const MAX_ONE_ARG: usize = 128 << 10;
+/// Time between SIGTERM and SIGKILL when a program is stopped.
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(2);
+
+fn outcome_to_wit(o: Outcome) -> wit::Outcome {
+    match o {
+        Outcome::Exited(c) => wit::Outcome::Exited(c),
+        Outcome::Signaled(s) => wit::Outcome::Signaled(s),
+        Outcome::TimedOut => wit::Outcome::TimedOut,
+        Outcome::Cancelled => wit::Outcome::Cancelled,
+        Outcome::SpawnFailed(why) => wit::Outcome::SpawnFailed(why),
+    }
+}
+
+/// Check a spawn request against the grants, the registry and the limits,
+/// and turn it into a spec. Nothing is spawned or written here.
+fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostError> {
+    let job = &b.job;
+    check_len("the program name", &req.program)?;
+    job.grants
+        .check(Capability::Program, &req.program)
+        .map_err(denied)?;
+    let entry = b.host.registry.get(&req.program).ok_or_else(|| {
+        not_found(format!(
+            "program `{}` is granted but not in the program registry ({})",
+            req.program, b.host.registry.source
+        ))
+    })?;
+    if req.args.len() > crate::interfaces::MAX_ARGS {
+        return Err(limit(format!(
+            "{} arguments; the limit is {}",
+            req.args.len(),
+            crate::interfaces::MAX_ARGS
+        )));
+    }
+    let mut total = 0usize;
+    for a in &req.args {
+        if a.len() > MAX_ONE_ARG {
+            return Err(limit(format!(
+                "an argument of {} bytes; the limit is {MAX_ONE_ARG}",
+                a.len()
+            )));
+        }
+        if a.contains('\0') {
+            return Err(invalid("an argument contains a NUL byte"));
+        }
+        total += a.len();
+    }
+    if total > crate::interfaces::MAX_ARG_BYTES {
+        return Err(limit(format!(
+            "arguments total {total} bytes; the limit is {}",
+            crate::interfaces::MAX_ARG_BYTES
+        )));
+    }
+    let mut env: Vec<(String, String)> = entry
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (name, value) in &req.env {
+        check_len("an environment value", value)?;
+        if name.starts_with("LD_") {
+            return Err(denied(format!(
+                "environment variable `{name}` is never passed to programs"
+            )));
+        }
+        if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
+            return Err(invalid(format!("bad environment variable name `{name}`")));
+        }
+        job.grants.check(Capability::Env, name).map_err(denied)?;
+        env.push((name.clone(), value.clone()));
+    }
+    let cwd = match &req.working_dir {
+        None => job.dir.clone(),
+        Some(rel) => job_relative_dir(job, rel)?,
+    };
+    if let Some(StdinSource::Script(s)) = Some(&req.stdin) {
+        check_len("the stdin script", s)?;
+    }
+    let running = lock(&job.processes)
+        .iter()
+        .filter(|p| p.try_outcome().is_none())
+        .count();
+    if running >= job.grants.limits.processes as usize {
+        return Err(limit(format!(
+            "the job already has {running} programs running (limits.processes = {})",
+            job.grants.limits.processes
+        )));
+    }
+    if let Some(pin) = &entry.sha256 {
+        verify_pin(&entry.path, pin)?;
+    }
+    let mut args = entry.args.clone();
+    args.extend(req.args.iter().cloned());
+    let spec = SpawnSpec {
+        program: entry.path.clone(),
+        args,
+        env,
+        cwd,
+        stdin: None,
+        stdout_log: PathBuf::new(),
+        stderr_log: PathBuf::new(),
+        timeout: req.timeout_ms.map(Duration::from_millis),
+        capture_limit: usize::try_from(job.grants.limits.output_bytes).unwrap_or(usize::MAX),
+        grace: KILL_GRACE,
+    };
+    Ok((spec, req.program.clone()))
+}
+
+/// A working directory inside the job directory: relative, no `..`, existing.
+fn job_relative_dir(job: &Job, rel: &str) -> Result<PathBuf, HostError> {
+    check_len("the working directory", rel)?;
+    let p = Path::new(rel);
+    if rel.contains('\0')
+        || !p
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(invalid(format!(
+            "working directory `{rel}` must be a relative path inside the job directory, without `..`"
+        )));
+    }
+    let dir = job.dir.join(p);
+    // symlink_metadata: a link out of the job directory is not a directory.
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() => Ok(dir),
+        _ => Err(not_found(format!(
+            "working directory `{rel}` does not exist in the job directory"
+        ))),
+    }
+}
+
+fn verify_pin(path: &Path, pin: &str) -> Result<(), HostError> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).map_err(|e| {
+        failed(format!(
+            "cannot read {} to check its sha256: {e}",
+            path.display()
+        ))
+    })?;
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if !actual.eq_ignore_ascii_case(pin) {
+        return Err(denied(format!(
+            "{} has sha256 {actual}, but the program registry pins {pin}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// File names for process `n` of a job: the first uses CCP4i2's names.
+fn file_names(n: u32) -> (String, String, String) {
+    if n == 1 {
+        ("com.txt".into(), "log.txt".into(), "log_err.txt".into())
+    } else {
+        (
+            format!("com_{n}.txt"),
+            format!("log_{n}.txt"),
+            format!("log_err_{n}.txt"),
+        )
+    }
+}
+
+impl PluginState {
+    fn spawn_process(&mut self, req: SpawnRequest) -> Result<ChildHandle, HostError> {
+        let b = self.bound()?;
+        let (mut spec, program) = prepare(b, &req)?;
+        let job = &b.job;
+        let n = job.take_process_number();
+        let (com, out, err) = file_names(n);
+        if let StdinSource::Script(script) = &req.stdin {
+            let mut text = format!("# Task {} {} running {program}\n", job.id, job.task.name);
+            text.push_str(script);
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            crate::job::write_job_file(&job.dir, &com, text.as_bytes())
+                .map_err(|e| failed(format!("failed to write {com}: {e}")))?;
+            spec.stdin = Some(job.dir.join(&com));
+        }
+        spec.stdout_log = job.dir.join(&out);
+        spec.stderr_log = job.dir.join(&err);
+        let shared = process::spawn(spec);
+        lock(&job.processes).push(shared.clone());
+        Ok(ChildHandle {
+            number: n,
+            process: shared,
+            logs: (out, err),
+        })
+    }
+
+    fn process_of(&self, child: &Resource<ChildHandle>) -> wasmtime::Result<Arc<ProcessShared>> {
+        Ok(self.table_ref().get(child)?.process.clone())
+    }
+}
+
+/// Wait for a program, or for the job's cancellation, which stops it.
+async fn wait_process(
+    p: Arc<ProcessShared>,
+    cancel: Option<tokio_util::sync::CancellationToken>,
+) -> Outcome {
+    let Some(cancel) = cancel else {
+        return p.wait().await;
+    };
+    tokio::select! {
+        o = p.wait() => o,
+        _ = cancel.cancelled() => {
+            p.cancel();
+            p.wait().await
+        }
+    }
+}
+
+impl Host for PluginState {
+    async fn spawn(
+        &mut self,
+        request: SpawnRequest,
+    ) -> wasmtime::Result<Result<Resource<ChildHandle>, HostError>> {
+        if let Err(e) = self.take_handle() {
+            return Ok(Err(e));
+        }
+        match self.spawn_process(request) {
+            Ok(handle) => Ok(Ok(self.table().push(handle)?)),
+            Err(e) => {
+                self.release_handle();
+                Ok(Err(e))
+            }
+        }
+    }
+
+    async fn wait_any(
+        &mut self,
+        children: Vec<Resource<ChildHandle>>,
+    ) -> wasmtime::Result<Result<u32, HostError>> {
+        if children.is_empty() {
+            return Ok(Err(invalid("wait-any needs at least one process")));
+        }
+        let procs = children
+            .iter()
+            .map(|c| self.process_of(c))
+            .collect::<wasmtime::Result<Vec<_>>>()?;
+        if let Some(i) = procs.iter().position(|p| p.try_outcome().is_some()) {
+            return Ok(Ok(i as u32));
+        }
+        let cancel = self.cancel_token();
+        let waits = procs.iter().map(|p| Box::pin(p.wait()));
+        tokio::select! {
+            (_, i, _) = futures::future::select_all(waits) => Ok(Ok(i as u32)),
+            _ = until_cancelled(&cancel) => Ok(Err(crate::interfaces::cancelled())),
+        }
+    }
+}
+
+impl HostChild for PluginState {
+    async fn number(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<u32> {
+        Ok(self.table_ref().get(&child)?.number)
+    }
+
+    async fn wait(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<wit::Outcome> {
+        let p = self.process_of(&child)?;
+        Ok(outcome_to_wit(wait_process(p, self.cancel_token()).await))
+    }
+
+    async fn try_wait(
+        &mut self,
+        child: Resource<ChildHandle>,
+    ) -> wasmtime::Result<Option<wit::Outcome>> {
+        Ok(self.process_of(&child)?.try_outcome().map(outcome_to_wit))
+    }
+
+    async fn kill(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<()> {
+        self.process_of(&child)?.kill();
+        Ok(())
+    }
+
+    async fn output(
+        &mut self,
+        child: Resource<ChildHandle>,
+        which: OutputStream,
+    ) -> wasmtime::Result<WitCaptured> {
+        let c = self
+            .process_of(&child)?
+            .captured(matches!(which, OutputStream::Stderr));
+        Ok(WitCaptured {
+            data: c.data,
+            truncated: c.truncated,
+        })
+    }
+
+    async fn log_files(
+        &mut self,
+        child: Resource<ChildHandle>,
+    ) -> wasmtime::Result<(String, String)> {
+        Ok(self.table_ref().get(&child)?.logs.clone())
+    }
+
+    async fn drop(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<()> {
+        // Dropping the handle does not stop the program: the job still owns
+        // it and stops it at the job's end.
+        self.table().delete(child)?;
+        self.release_handle();
+        Ok(())
+    }
+}

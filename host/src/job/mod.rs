@@ -1,0 +1,269 @@
+//! Jobs: the unit Kiln runs. A job is one task run in its own directory with
+//! its own container; a pipeline's sub-jobs are jobs below it (`job_N`,
+//! id `<parent>.<N>`).
+
+mod dir;
+mod runner;
+mod subjob;
+
+pub use dir::{JobDirError, allocate_top_level};
+pub(crate) use dir::{create_numbered, write_file as write_job_file};
+pub(crate) use runner::start_job;
+pub use subjob::SubJobHandle;
+
+use crate::catalog::TaskInfo;
+use crate::engine::lock;
+use crate::grants::Grants;
+use crate::process::ProcessShared;
+use kiln_container::Container;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How a job ended (CCP4i2's finish codes 0, 1, 2, 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishStatus {
+    Succeeded,
+    Failed,
+    Interrupted,
+    Unsatisfactory,
+}
+
+impl FinishStatus {
+    /// CCP4i2's integer finish code.
+    pub fn code(self) -> i32 {
+        match self {
+            FinishStatus::Succeeded => 0,
+            FinishStatus::Failed => 1,
+            FinishStatus::Interrupted => 2,
+            FinishStatus::Unsatisfactory => 4,
+        }
+    }
+
+    /// The job state a finished job is left in.
+    pub fn state(self) -> JobState {
+        match self {
+            FinishStatus::Succeeded => JobState::Finished,
+            FinishStatus::Failed => JobState::Failed,
+            FinishStatus::Interrupted => JobState::Interrupted,
+            FinishStatus::Unsatisfactory => JobState::Unsatisfactory,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishStatus::Succeeded => "succeeded",
+            FinishStatus::Failed => "failed",
+            FinishStatus::Interrupted => "interrupted",
+            FinishStatus::Unsatisfactory => "unsatisfactory",
+        }
+    }
+}
+
+/// Job state, with CCP4i2's database codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Pending,
+    Queued,
+    Running,
+    Finished,
+    Failed,
+    Interrupted,
+    Unsatisfactory,
+}
+
+impl JobState {
+    /// CCP4i2's database code for the state.
+    pub fn code(self) -> i32 {
+        match self {
+            JobState::Pending => 1,
+            JobState::Queued => 2,
+            JobState::Running => 3,
+            JobState::Finished => 6,
+            JobState::Failed => 5,
+            JobState::Interrupted => 4,
+            JobState::Unsatisfactory => 10,
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            JobState::Pending | JobState::Queued | JobState::Running
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Finished => "finished",
+            JobState::Failed => "failed",
+            JobState::Interrupted => "interrupted",
+            JobState::Unsatisfactory => "unsatisfactory",
+        }
+    }
+}
+
+/// The end of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobResult {
+    pub status: FinishStatus,
+    pub reason: Option<String>,
+}
+
+impl JobResult {
+    pub fn succeeded() -> Self {
+        JobResult {
+            status: FinishStatus::Succeeded,
+            reason: None,
+        }
+    }
+    pub fn failed(reason: impl Into<String>) -> Self {
+        JobResult {
+            status: FinishStatus::Failed,
+            reason: Some(reason.into()),
+        }
+    }
+    pub fn interrupted(reason: impl Into<String>) -> Self {
+        JobResult {
+            status: FinishStatus::Interrupted,
+            reason: Some(reason.into()),
+        }
+    }
+}
+
+/// One job, shared by its runner, its parent's handle and the host.
+pub struct Job {
+    /// `12`, `12.1`, ...
+    pub id: String,
+    pub task: Arc<TaskInfo>,
+    /// Absolute path of the job directory.
+    pub dir: PathBuf,
+    pub grants: Grants,
+    pub(crate) container: Mutex<Container>,
+    pub(crate) cancel: CancellationToken,
+    state: Mutex<JobState>,
+    done: watch::Sender<Option<JobResult>>,
+    next_child: AtomicU32,
+    next_process: AtomicU32,
+    pub(crate) children: Mutex<Vec<Arc<Job>>>,
+    pub(crate) processes: Mutex<Vec<Arc<ProcessShared>>>,
+    pub(crate) times: Mutex<JobTimes>,
+}
+
+/// When a job was made, started and ended.
+#[derive(Debug, Clone, Copy)]
+pub struct JobTimes {
+    pub created: SystemTime,
+    pub started: Option<(SystemTime, Instant)>,
+    pub ended: Option<(SystemTime, Instant)>,
+}
+
+impl Job {
+    pub(crate) fn new(
+        id: String,
+        task: Arc<TaskInfo>,
+        dir: PathBuf,
+        grants: Grants,
+        container: Container,
+        cancel: CancellationToken,
+    ) -> Arc<Job> {
+        Arc::new(Job {
+            id,
+            task,
+            dir,
+            grants,
+            container: Mutex::new(container),
+            cancel,
+            state: Mutex::new(JobState::Pending),
+            done: watch::channel(None).0,
+            next_child: AtomicU32::new(1),
+            next_process: AtomicU32::new(1),
+            children: Mutex::new(Vec::new()),
+            processes: Mutex::new(Vec::new()),
+            times: Mutex::new(JobTimes {
+                created: SystemTime::now(),
+                started: None,
+                ended: None,
+            }),
+        })
+    }
+
+    pub fn state(&self) -> JobState {
+        *lock(&self.state)
+    }
+
+    pub(crate) fn set_state(&self, state: JobState) {
+        *lock(&self.state) = state;
+    }
+
+    /// The result once the job has ended.
+    pub fn result(&self) -> Option<JobResult> {
+        self.done.borrow().clone()
+    }
+
+    /// Wait for the job's end.
+    pub async fn wait(&self) -> JobResult {
+        let mut rx = self.done.subscribe();
+        loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives in `self`, so this cannot happen while we
+                // hold `&self`; stay total anyway.
+                return JobResult::failed("job record dropped");
+            }
+        }
+    }
+
+    /// Record the end; only the first call has any effect.
+    pub(crate) fn finish(&self, result: JobResult) -> bool {
+        self.done.send_if_modified(|slot| {
+            if slot.is_some() {
+                return false;
+            }
+            *slot = Some(result);
+            true
+        })
+    }
+
+    /// Ask the job to stop; harmless when it has already ended.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Create the next `job_N` directory below this job's, continuing after
+    /// any that exist already.
+    pub(crate) fn allocate_child_dir(&self) -> Result<(u32, PathBuf), JobDirError> {
+        let wanted = self.next_child.fetch_add(1, Ordering::SeqCst);
+        let (n, dir) = create_numbered(&self.dir, wanted)?;
+        self.next_child.fetch_max(n + 1, Ordering::SeqCst);
+        Ok((n, dir))
+    }
+
+    pub(crate) fn take_process_number(&self) -> u32 {
+        self.next_process.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// A snapshot of the container's values as JSON.
+    pub fn container_json(&self) -> serde_json::Value {
+        lock(&self.container).to_json()
+    }
+
+    pub fn children(&self) -> Vec<Arc<Job>> {
+        lock(&self.children).clone()
+    }
+
+    pub fn times(&self) -> JobTimes {
+        *lock(&self.times)
+    }
+}

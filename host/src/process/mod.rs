@@ -1,0 +1,338 @@
+//! Native program execution: spawn without a shell, stream stdout and stderr
+//! into log files as they are produced while keeping a capped copy in memory,
+//! enforce a timeout on the whole process group, and report exactly one
+//! outcome.
+//!
+//! Each program runs in its own process group with a cleared environment,
+//! stdin from its com file or /dev/null, and only fds 0-2 (Rust's spawn marks
+//! every other descriptor close-on-exec). Spawning goes through
+//! `posix_spawn` (`process_group` needs no `pre_exec` hook), which matters in
+//! a host with wasmtime's large address space. On timeout or kill the group
+//! gets SIGTERM, a grace period, then SIGKILL; when the program itself ends,
+//! anything left in its group (a grandchild holding stdout open) is killed
+//! so it cannot hold the job up.
+
+mod capture;
+mod handle;
+
+pub use capture::Captured;
+pub use handle::ChildHandle;
+
+use crate::engine::lock;
+use capture::Capture;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, watch};
+
+/// How a program ended; each case is distinct.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Exited(i32),
+    Signaled(i32),
+    TimedOut,
+    Cancelled,
+    SpawnFailed(String),
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Exited(c) => write!(f, "exited with status {c}"),
+            Outcome::Signaled(s) => write!(f, "killed by signal {s}"),
+            Outcome::TimedOut => f.write_str("timed out"),
+            Outcome::Cancelled => f.write_str("cancelled"),
+            Outcome::SpawnFailed(why) => write!(f, "failed to start: {why}"),
+        }
+    }
+}
+
+/// Everything needed to run one program.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    pub program: PathBuf,
+    /// Arguments after the program path (registry's fixed ones first).
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    /// File fed to stdin; `None` is /dev/null.
+    pub stdin: Option<PathBuf>,
+    pub stdout_log: PathBuf,
+    pub stderr_log: PathBuf,
+    pub timeout: Option<Duration>,
+    /// Bytes of each stream kept in memory for the plugin to read back.
+    pub capture_limit: usize,
+    /// Time between SIGTERM and SIGKILL.
+    pub grace: Duration,
+}
+
+/// Why the supervisor stopped a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopRequest {
+    /// The plugin asked: the outcome is whatever the program does about it.
+    Kill,
+    /// The job is being cancelled: the outcome is `cancelled`.
+    Cancel,
+}
+
+/// A program's shared state: its outcome once known, captured output, and
+/// the way to stop it.
+pub struct ProcessShared {
+    pub pid: Option<u32>,
+    outcome: watch::Sender<Option<Outcome>>,
+    stdout: Mutex<Capture>,
+    stderr: Mutex<Capture>,
+    stop: Mutex<Option<StopRequest>>,
+    stop_notify: Notify,
+}
+
+impl ProcessShared {
+    pub fn try_outcome(&self) -> Option<Outcome> {
+        self.outcome.borrow().clone()
+    }
+
+    pub async fn wait(&self) -> Outcome {
+        let mut rx = self.outcome.subscribe();
+        loop {
+            if let Some(o) = rx.borrow_and_update().clone() {
+                return o;
+            }
+            if rx.changed().await.is_err() {
+                return Outcome::Cancelled;
+            }
+        }
+    }
+
+    /// SIGTERM, grace, SIGKILL to the process group; harmless once ended.
+    pub fn kill(&self) {
+        self.request_stop(StopRequest::Kill);
+    }
+
+    /// Stop for a job cancellation; the outcome becomes `cancelled`.
+    pub fn cancel(&self) {
+        self.request_stop(StopRequest::Cancel);
+    }
+
+    fn request_stop(&self, req: StopRequest) {
+        let mut stop = lock(&self.stop);
+        if stop.is_none() || req == StopRequest::Cancel {
+            *stop = Some(req);
+        }
+        drop(stop);
+        self.stop_notify.notify_one();
+    }
+
+    pub fn captured(&self, stderr: bool) -> Captured {
+        let cap = if stderr { &self.stderr } else { &self.stdout };
+        lock(cap).snapshot()
+    }
+}
+
+/// Start a program. Never fails: a program that cannot be started gets the
+/// outcome `spawn-failed` at once.
+pub fn spawn(spec: SpawnSpec) -> Arc<ProcessShared> {
+    let failed = |why: String| {
+        Arc::new(ProcessShared {
+            pid: None,
+            outcome: watch::channel(Some(Outcome::SpawnFailed(why))).0,
+            stdout: Mutex::new(Capture::new(0)),
+            stderr: Mutex::new(Capture::new(0)),
+            stop: Mutex::new(None),
+            stop_notify: Notify::new(),
+        })
+    };
+    let stdin = match &spec.stdin {
+        Some(path) => match std::fs::File::open(path) {
+            Ok(f) => Stdio::from(f),
+            Err(e) => return failed(format!("cannot open stdin file {}: {e}", path.display())),
+        },
+        None => Stdio::null(),
+    };
+    let (stdout_log, stderr_log) =
+        match (create_log(&spec.stdout_log), create_log(&spec.stderr_log)) {
+            (Ok(o), Ok(e)) => (o, e),
+            (Err(e), _) | (_, Err(e)) => return failed(format!("cannot create log file: {e}")),
+        };
+    let mut cmd = tokio::process::Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.cwd)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return failed(spawn_error_text(&spec.program, &e)),
+    };
+    let shared = Arc::new(ProcessShared {
+        pid: child.id(),
+        outcome: watch::channel(None).0,
+        stdout: Mutex::new(Capture::new(spec.capture_limit)),
+        stderr: Mutex::new(Capture::new(spec.capture_limit)),
+        stop: Mutex::new(None),
+        stop_notify: Notify::new(),
+    });
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let s = shared.clone();
+    tokio::spawn(async move {
+        let drain_out = tokio::spawn(drain(out, stdout_log, s.clone(), false));
+        let drain_err = tokio::spawn(drain(err, stderr_log, s.clone(), true));
+        let outcome = supervise(&mut child, &s, spec.timeout, spec.grace).await;
+        // Pipes close when the last holder exits; the group was killed, so
+        // this is quick, but never let a stuck reader hold the job.
+        let drained = async {
+            let _ = drain_out.await;
+            let _ = drain_err.await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
+        s.outcome.send_replace(Some(outcome));
+    });
+    shared
+}
+
+fn create_log(path: &PathBuf) -> std::io::Result<tokio::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    Ok(tokio::fs::File::from_std(f))
+}
+
+fn spawn_error_text(program: &std::path::Path, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{} does not exist", program.display()),
+        std::io::ErrorKind::PermissionDenied => {
+            format!(
+                "{} is not executable (permission denied)",
+                program.display()
+            )
+        }
+        _ => format!("{}: {e}", program.display()),
+    }
+}
+
+async fn supervise(
+    child: &mut tokio::process::Child,
+    shared: &ProcessShared,
+    timeout: Option<Duration>,
+    grace: Duration,
+) -> Outcome {
+    let pgid = child.id().map(|p| p as i32);
+    let timer = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    enum Why {
+        Exited(std::io::Result<ExitStatus>),
+        TimedOut,
+        Stopped(StopRequest),
+    }
+    let why = tokio::select! {
+        status = child.wait() => Why::Exited(status),
+        _ = timer => Why::TimedOut,
+        req = wait_stop(shared) => Why::Stopped(req),
+    };
+    let (status, ended_by) = match why {
+        Why::Exited(status) => (status, None),
+        Why::TimedOut => (terminate(child, pgid, grace).await, Some(Outcome::TimedOut)),
+        Why::Stopped(StopRequest::Cancel) => (
+            terminate(child, pgid, grace).await,
+            Some(Outcome::Cancelled),
+        ),
+        // A kill the plugin asked for: how the program ended is the outcome.
+        Why::Stopped(StopRequest::Kill) => (terminate(child, pgid, grace).await, None),
+    };
+    // Whatever else is still in the group (grandchildren) goes too.
+    if let Some(g) = pgid {
+        signal_group(g, libc::SIGKILL);
+    }
+    ended_by.unwrap_or_else(|| exit_outcome(status))
+}
+
+async fn wait_stop(shared: &ProcessShared) -> StopRequest {
+    loop {
+        let notified = shared.stop_notify.notified();
+        if let Some(req) = *lock(&shared.stop) {
+            return req;
+        }
+        notified.await;
+    }
+}
+
+/// SIGTERM to the group, then SIGKILL after `grace`.
+async fn terminate(
+    child: &mut tokio::process::Child,
+    pgid: Option<i32>,
+    grace: Duration,
+) -> std::io::Result<ExitStatus> {
+    if let Some(g) = pgid {
+        signal_group(g, libc::SIGTERM);
+    }
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            if let Some(g) = pgid {
+                signal_group(g, libc::SIGKILL);
+            }
+            child.wait().await
+        }
+    }
+}
+
+fn signal_group(pgid: i32, sig: i32) {
+    // SAFETY: killpg has no memory-safety preconditions; ESRCH (group gone)
+    // is the expected result once everything has exited.
+    unsafe {
+        libc::killpg(pgid, sig);
+    }
+}
+
+fn exit_outcome(status: std::io::Result<ExitStatus>) -> Outcome {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => Outcome::Exited(c),
+            (None, Some(sig)) => Outcome::Signaled(sig),
+            (None, None) => Outcome::Exited(-1),
+        },
+        Err(e) => Outcome::SpawnFailed(format!("failed to wait for the program: {e}")),
+    }
+}
+
+async fn drain(
+    pipe: Option<impl AsyncRead + Unpin>,
+    mut log: tokio::fs::File,
+    shared: Arc<ProcessShared>,
+    stderr: bool,
+) {
+    let Some(mut pipe) = pipe else { return };
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // Written as produced: the log on disk is the full record even if the
+        // job dies later.
+        if log.write_all(&buf[..n]).await.is_err() {
+            // Disk trouble: keep draining so the program never blocks on a
+            // full pipe; the capture still holds what fits.
+        }
+        let cap = if stderr {
+            &shared.stderr
+        } else {
+            &shared.stdout
+        };
+        lock(cap).push(&buf[..n]);
+    }
+    let _ = log.flush().await;
+}

@@ -1,0 +1,171 @@
+//! The `kiln` command line as a user runs it: the demo, `run` with `--json`,
+//! failures and bad input with their exit statuses, and `describe`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+const EXPECTED_CRYST1: &str = "CRYST1    9.643    9.609   19.029  90.00 101.22  90.00 P 21 21 21";
+
+fn kiln(dir: &Path, args: &[&str]) -> Output {
+    Command::new(KILN)
+        .args(args)
+        .current_dir(dir)
+        .env(
+            "KILN_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-cache"),
+        )
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("demo-data")
+        .join(name)
+}
+
+/// A registry whose mtzdump and pdbset are `kiln tool ...`.
+fn registry(dir: &Path) -> PathBuf {
+    let path = dir.join("programs.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[programs.mtzdump]\npath = {KILN:?}\nargs = [\"tool\", \"mtzdump\"]\n\n\
+             [programs.pdbset]\npath = {KILN:?}\nargs = [\"tool\", \"pdbset\"]\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn demo_prints_the_job_tree_and_leaves_the_cell_in_xyzout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = kiln(tmp.path(), &["demo"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("Kiln's own small implementations"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("demo_copycell"), "{stdout}");
+    assert!(
+        stdout.contains("mtzdump") && stdout.contains("pdbset"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("job 1 succeeded"), "{stdout}");
+    assert!(stdout.contains(EXPECTED_CRYST1), "{stdout}");
+    let job = tmp.path().join("kiln-jobs/job_1");
+    for sub in ["job_1", "job_2"] {
+        for f in ["params.xml", "com.txt", "log.txt"] {
+            assert!(job.join(sub).join(f).is_file(), "{sub}/{f} missing");
+        }
+    }
+    let xyzout = std::fs::read_to_string(job.join("job_2/XYZOUT.pdb")).unwrap();
+    assert!(xyzout.lines().any(|l| l.starts_with(EXPECTED_CRYST1)));
+}
+
+#[test]
+fn run_with_json_reports_id_status_and_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry(tmp.path());
+    let out_pdb = tmp.path().join("out.pdb");
+    let out = kiln(
+        tmp.path(),
+        &[
+            "run",
+            "demo_copycell",
+            "--param",
+            &format!("HKLIN={}", data("5e5z.mtz").display()),
+            "--param",
+            &format!("XYZIN={}", data("rnase_frag.pdb").display()),
+            "--param",
+            &format!("XYZOUT={}", out_pdb.display()),
+            "--registry",
+            reg.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["job_id"], "1");
+    assert_eq!(doc["status"], "succeeded");
+    assert_eq!(doc["sub_jobs"].as_array().unwrap().len(), 2);
+    assert!(doc["outputs"].to_string().contains("out.pdb"), "{doc:#}");
+    assert!(doc["job_dir"].as_str().unwrap().ends_with("job_1"));
+    let pdb = std::fs::read_to_string(&out_pdb).unwrap();
+    assert!(pdb.contains(EXPECTED_CRYST1));
+}
+
+#[test]
+fn a_failing_job_exits_1_with_the_cause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry(tmp.path());
+    let out = kiln(
+        tmp.path(),
+        &[
+            "run",
+            "mtzdump",
+            "--param",
+            "HKLIN=/nonexistent/missing.mtz",
+            "--registry",
+            reg.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("failed"), "{stdout}");
+    assert!(stdout.contains("missing.mtz"), "{stdout}");
+}
+
+#[test]
+fn bad_input_exits_2_with_a_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = kiln(tmp.path(), &["run", "no_such_task"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("unknown task `no_such_task`"), "{stderr}");
+    assert!(stderr.contains("demo_copycell"), "{stderr}");
+
+    let out = kiln(tmp.path(), &["run", "mtzdump", "--param", "NOPE=1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("NOPE"), "{}", text(&out.stderr));
+
+    let out = kiln(tmp.path(), &["run", "mtzdump", "--param", "HKLIN"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("NAME=VALUE"));
+
+    let bad = tmp.path().join("bad.wasm");
+    std::fs::write(&bad, b"\0asm truncated").unwrap();
+    let out = kiln(tmp.path(), &["run", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("not a valid WebAssembly component"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn describe_lists_the_requested_capabilities() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = kiln(tmp.path(), &["describe", "demo_copycell"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("sub-tasks: mtzdump, pdbset"), "{stdout}");
+    assert!(
+        stdout.contains("with its sub-tasks, programs: mtzdump, pdbset"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("<ccp4i2"), "{stdout}");
+}

@@ -1,0 +1,132 @@
+//! Test plugin `probe`: does the one thing named by `controlParameters.MODE`
+//! (words separated by spaces) and writes what happened to
+//! `outputData.RESULT`. The conformance suite drives it to check the host's
+//! behaviour, hostile cases included.
+//!
+//! Modes:
+//! - `ok`: succeed at once.
+//! - `spin`: loop forever (the CPU deadline must stop it).
+//! - `panic`: panic with the message `probe panicked on purpose`.
+//! - `memory`: allocate without end (the memory limit must stop it).
+//! - `stack`: recurse without end (the guest stack must overflow).
+//! - `outcome PROGRAM ARGS...`: run a registry program, report its outcome;
+//!   `TIMEOUT_MS` sets its timeout.
+//! - `wait-any SLOW FAST`: start two programs (`fake sleep SLOW`,
+//!   `fake sleep FAST`), report the index wait-any returns.
+//! - `axis ID TARGET SPEED STOP_AFTER_MS`: move an axis; when STOP_AFTER_MS
+//!   is above 0, stop it after that long. Reports how the motion ended and
+//!   where.
+//! - `subjob MODE...`: run a `probe` sub-job in the given mode, fail with its
+//!   reason if it fails.
+//! - `signal NAME`: emit a custom signal with payload `{"n": 1}`.
+
+use kiln_sdk::bindings::kiln::plugin::axes;
+use kiln_sdk::{Description, Job, Outcome, Task, TaskError, wait_any_process};
+use std::time::Duration;
+
+const DEF_XML: &str = include_str!("../probe.def.xml");
+
+struct Probe;
+
+impl Task for Probe {
+    fn describe() -> Description {
+        Description::new("probe", "0.1.0", "Conformance test plugin")
+            .definition(DEF_XML)
+            .programs(["fake", "missing", "not-executable"])
+            .tasks(["probe"])
+            .axes(["x", "phi"])
+    }
+
+    fn run(job: &Job) -> Result<(), TaskError> {
+        let mode = job.text("controlParameters.MODE")?;
+        let words: Vec<&str> = mode.split_whitespace().collect();
+        let result = match words.as_slice() {
+            ["ok"] => "ok".to_string(),
+            ["spin"] => spin(),
+            ["panic"] => panic!("probe panicked on purpose"),
+            ["memory"] => memory_bomb(),
+            ["stack"] => format!("{}", recurse(1)),
+            ["outcome", program, args @ ..] => outcome(job, program, args)?,
+            ["wait-any", slow, fast] => wait_any(job, slow, fast)?,
+            ["axis", id, target, speed, stop_after] => axis(id, target, speed, stop_after)?,
+            ["subjob", rest @ ..] => {
+                let sub = job.sub_job("probe")?;
+                sub.set("controlParameters.MODE", rest.join(" "))?;
+                sub.run()?;
+                format!("sub-job {} succeeded", sub.id())
+            }
+            ["signal", name] => {
+                job.signal(name, "{\"n\": 1}")?;
+                "sent".to_string()
+            }
+            _ => return Err(TaskError::failed(format!("unknown probe mode `{mode}`"))),
+        };
+        job.set("outputData.RESULT", result)?;
+        Ok(())
+    }
+}
+
+fn spin() -> String {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+fn memory_bomb() -> String {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![1u8; 16 << 20]);
+        std::hint::black_box(&hoard);
+    }
+}
+
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let pad = std::hint::black_box([depth; 64]);
+    recurse(depth + 1) + pad[0]
+}
+
+fn outcome(job: &Job, program: &str, args: &[&str]) -> Result<String, TaskError> {
+    let mut builder = job.program(program).args(args.iter().copied());
+    if let Some(kiln_sdk::Value::Int(ms)) = job.get("controlParameters.TIMEOUT_MS")? {
+        builder = builder.timeout_ms(ms as u64);
+    }
+    let finished = builder.run()?;
+    Ok(match finished.outcome() {
+        Outcome::Exited(c) => format!("exited {c}"),
+        Outcome::Signaled(s) => format!("signaled {s}"),
+        Outcome::TimedOut => "timed-out".to_string(),
+        Outcome::Cancelled => "cancelled".to_string(),
+        Outcome::SpawnFailed(why) => format!("spawn-failed {why}"),
+    })
+}
+
+fn wait_any(job: &Job, slow: &str, fast: &str) -> Result<String, TaskError> {
+    let slow = job.program("fake").args(["sleep", slow]).spawn()?;
+    let fast = job.program("fake").args(["sleep", fast]).spawn()?;
+    let first = wait_any_process(&[&slow, &fast])?;
+    slow.kill();
+    Ok(first.to_string())
+}
+
+fn axis(id: &str, target: &str, speed: &str, stop_after: &str) -> Result<String, TaskError> {
+    let parse = |s: &str| {
+        s.parse::<f64>()
+            .map_err(|_| TaskError::failed(format!("not a number: {s}")))
+    };
+    let motion = axes::move_absolute(id, parse(target)?, Some(parse(speed)?))?;
+    let stop_after = parse(stop_after)?;
+    if stop_after > 0.0 {
+        std::thread::sleep(Duration::from_millis(stop_after as u64));
+        motion.stop();
+    }
+    let (end, position) = motion.wait()?;
+    let end = match end {
+        axes::MotionEnd::Reached => "reached",
+        axes::MotionEnd::Stopped => "stopped",
+    };
+    Ok(format!("{end} {position:.3}"))
+}
+
+kiln_sdk::export_task!(Probe);

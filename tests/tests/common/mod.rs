@@ -1,0 +1,113 @@
+//! Shared set-up: a host wired to the fake program registry (the multi-call
+//! `kiln-fake`), the test plugins, and a scratch jobs directory.
+
+#![allow(dead_code)]
+
+use kiln_host::grants::Grants;
+use kiln_host::registry::{ProgramEntry, Registry};
+use kiln_host::{Host, HostConfig, JobReport, RunRequest, TaskRef};
+use std::path::{Path, PathBuf};
+
+pub const FAKE: &str = env!("CARGO_BIN_EXE_kiln-fake");
+pub const PLUGIN_DIR: &str = env!("KILN_TEST_PLUGIN_DIR");
+
+/// The bundled demo data.
+pub fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../host/demo-data")
+        .join(name)
+        .canonicalize()
+        .unwrap()
+}
+
+pub fn probe_wasm() -> PathBuf {
+    Path::new(PLUGIN_DIR).join("probe.wasm")
+}
+
+fn entry(path: &Path, args: &[&str]) -> ProgramEntry {
+    ProgramEntry {
+        path: path.to_path_buf(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: Default::default(),
+        sha256: None,
+    }
+}
+
+/// `fake`, `mtzdump`, `pdbset` from kiln-fake; `missing` (no such file) and
+/// `not-executable` (a file without the x bit).
+pub fn fake_registry(scratch: &Path) -> Registry {
+    let fake = Path::new(FAKE);
+    let mut r = Registry::default();
+    r.source = "the conformance suite's fake registry".into();
+    r.insert("fake", entry(fake, &[])).unwrap();
+    r.insert("mtzdump", entry(fake, &["mtzdump"])).unwrap();
+    r.insert("pdbset", entry(fake, &["pdbset"])).unwrap();
+    r.insert(
+        "missing",
+        entry(Path::new("/nonexistent/kiln-missing-program"), &[]),
+    )
+    .unwrap();
+    let not_exec = scratch.join("not-executable");
+    std::fs::write(&not_exec, "#!/bin/sh\nexit 0\n").unwrap();
+    r.insert("not-executable", entry(&not_exec, &[])).unwrap();
+    r
+}
+
+pub struct TestHost {
+    pub host: Host,
+    pub jobs: tempfile::TempDir,
+}
+
+impl TestHost {
+    pub async fn new() -> TestHost {
+        Self::with_registry(|r| r).await
+    }
+
+    pub async fn with_registry(edit: impl FnOnce(Registry) -> Registry) -> TestHost {
+        let jobs = tempfile::tempdir().unwrap();
+        let registry = edit(fake_registry(jobs.path()));
+        let mut config = HostConfig::new(jobs.path().join("jobs"), registry);
+        // One compiled-component cache for the whole suite: compiling is
+        // the slow part of a debug-built host.
+        config.cache_dir = Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-cache"));
+        let host = Host::new(config).unwrap();
+        host.catalog().add_file(&probe_wasm()).await.unwrap();
+        TestHost { host, jobs }
+    }
+
+    pub async fn run(
+        &self,
+        task: &str,
+        params: &[(&str, &str)],
+        grants: Option<Grants>,
+    ) -> JobReport {
+        self.host
+            .run(RunRequest {
+                task: TaskRef::Name(task.to_string()),
+                params: params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                grants,
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Run the probe plugin in `mode`.
+    pub async fn probe(&self, mode: &str, grants: Option<Grants>) -> JobReport {
+        self.run("probe", &[("MODE", mode)], grants).await
+    }
+}
+
+/// outputData.RESULT of a probe run.
+pub fn result_text(report: &JobReport) -> String {
+    report.outputs["RESULT"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no RESULT in {:#}", report.outputs))
+}
+
+pub fn grants(toml: &str) -> Grants {
+    Grants::from_toml(toml, "test manifest").unwrap()
+}

@@ -1,0 +1,125 @@
+//! Jobs that fail: a missing input, a program that exits 1, a plugin that
+//! panics, spins or runs out of memory. Each ends failed with a reason that
+//! names the cause, and the host carries on serving other jobs.
+
+mod common;
+
+use common::{TestHost, data, grants};
+use kiln_host::registry::ProgramEntry;
+use kiln_host::{FinishStatus, JobState};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_input_file_fails_the_pipeline_naming_the_step_and_the_file() {
+    let t = TestHost::new().await;
+    let pdb = data("rnase_frag.pdb");
+    let report = t
+        .run(
+            "demo_copycell",
+            &[
+                ("HKLIN", "/nonexistent/missing.mtz"),
+                ("XYZIN", pdb.to_str().unwrap()),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(report.status, FinishStatus::Failed);
+    assert_eq!(report.state, JobState::Failed);
+    let reason = report.reason.clone().unwrap();
+    assert!(reason.contains("step 1"), "{reason}");
+    assert!(reason.contains("mtzdump"), "{reason}");
+    assert!(reason.contains("missing.mtz"), "{reason}");
+    // The failed step is recorded, and the second step never ran.
+    assert_eq!(report.sub_jobs.len(), 1);
+    assert_eq!(report.sub_jobs[0].status, FinishStatus::Failed);
+    assert!(report.job_dir.join("diagnostic.xml").is_file());
+    assert!(!report.job_dir.join("job_2").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_program_exiting_1_fails_its_job_with_the_exit_status() {
+    let t = TestHost::with_registry(|mut r| {
+        let e = ProgramEntry {
+            path: "/bin/false".into(),
+            args: vec![],
+            env: Default::default(),
+            sha256: None,
+        };
+        r.insert("mtzdump", e).unwrap();
+        r
+    })
+    .await;
+    let mtz = data("5e5z.mtz");
+    let report = t
+        .run("mtzdump", &[("HKLIN", mtz.to_str().unwrap())], None)
+        .await;
+    assert_eq!(report.status, FinishStatus::Failed);
+    let reason = report.reason.unwrap();
+    assert!(reason.contains("mtzdump exited with status 1"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_plugin_fails_with_its_panic_message() {
+    let t = TestHost::new().await;
+    let report = t.probe("panic", None).await;
+    assert_eq!(report.status, FinishStatus::Failed);
+    let reason = report.reason.unwrap();
+    assert!(reason.contains("probe panicked on purpose"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spinning_plugin_is_stopped_at_its_cpu_deadline_while_another_job_finishes() {
+    let t = TestHost::new().await;
+    let limited = grants("programs = [\"fake\"]\ntasks = [\"probe\"]\n[limits]\ncpu_seconds = 1\n");
+    let spin = t.probe("spin", Some(limited));
+    let other = async {
+        // Started while the spinner runs; must not wait for it.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let started = std::time::Instant::now();
+        let r = t.probe("outcome fake exit 0", None).await;
+        (r, started.elapsed())
+    };
+    let (spun, (other, other_took)) = tokio::join!(spin, other);
+    assert_eq!(spun.status, FinishStatus::Failed);
+    let reason = spun.reason.unwrap();
+    assert!(reason.contains("time limit"), "{reason}");
+    assert_eq!(other.status, FinishStatus::Succeeded, "{other:#?}");
+    assert!(
+        other_took < std::time::Duration::from_secs(30),
+        "{other_took:?}"
+    );
+    // The host still serves jobs afterwards.
+    assert_eq!(t.probe("ok", None).await.status, FinishStatus::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_bomb_is_refused_at_the_memory_limit() {
+    let t = TestHost::new().await;
+    let limited = grants("[limits]\nmemory_mib = 64\n");
+    let report = t.probe("memory", Some(limited)).await;
+    assert_eq!(report.status, FinishStatus::Failed);
+    let reason = report.reason.unwrap();
+    assert!(reason.contains("memory limit"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stack_overflow_traps_the_guest_only() {
+    let t = TestHost::new().await;
+    let report = t.probe("stack", None).await;
+    assert_eq!(report.status, FinishStatus::Failed);
+    let reason = report.reason.unwrap();
+    assert!(reason.contains("stack"), "{reason}");
+    assert_eq!(t.probe("ok", None).await.status, FinishStatus::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_sub_job_fails_its_parent_with_the_childs_reason() {
+    let t = TestHost::new().await;
+    let report = t.probe("subjob outcome-unknown-mode", None).await;
+    assert_eq!(report.status, FinishStatus::Failed);
+    let reason = report.reason.unwrap();
+    assert!(
+        reason.contains(&format!("sub-job {}.1", report.job_id)),
+        "{reason}"
+    );
+    assert!(reason.contains("unknown probe mode"), "{reason}");
+}

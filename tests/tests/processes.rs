@@ -1,0 +1,89 @@
+//! Native programs through the process interface: each way a program can end
+//! is a distinct outcome, wait-any returns the first to end, and ungranted
+//! programs are denied naming the grant.
+
+mod common;
+
+use common::{TestHost, grants, result_text};
+use kiln_host::FinishStatus;
+
+async fn outcome_of(t: &TestHost, mode: &str) -> String {
+    let report = t.probe(mode, None).await;
+    assert_eq!(report.status, FinishStatus::Succeeded, "{report:#?}");
+    result_text(&report)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_codes_signals_timeouts_and_spawn_failures_are_distinct() {
+    let t = TestHost::new().await;
+    assert_eq!(outcome_of(&t, "outcome fake exit 0").await, "exited 0");
+    assert_eq!(outcome_of(&t, "outcome fake exit 127").await, "exited 127");
+    assert_eq!(outcome_of(&t, "outcome fake crash").await, "signaled 11");
+    let missing = outcome_of(&t, "outcome missing").await;
+    assert!(
+        missing.starts_with("spawn-failed") && missing.contains("does not exist"),
+        "{missing}"
+    );
+    let not_exec = outcome_of(&t, "outcome not-executable").await;
+    assert!(
+        not_exec.starts_with("spawn-failed") && not_exec.contains("not executable"),
+        "{not_exec}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_program_past_its_timeout_is_killed_with_its_process_group() {
+    let t = TestHost::new().await;
+    let started = std::time::Instant::now();
+    let report = t
+        .run(
+            "probe",
+            &[
+                ("MODE", "outcome fake ignore-term 60"),
+                ("TIMEOUT_MS", "300"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(result_text(&report), "timed-out");
+    // SIGTERM is ignored, so SIGKILL after the grace period ends it.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_any_returns_the_first_program_to_end() {
+    let t = TestHost::new().await;
+    assert_eq!(outcome_of(&t, "wait-any 30 0.1").await, "1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stdin_is_dev_null_without_a_script_and_the_environment_is_cleared() {
+    let t = TestHost::new().await;
+    let report = t.probe("outcome fake echo-stdin", None).await;
+    assert_eq!(result_text(&report), "exited 0");
+    let log = std::fs::read(report.job_dir.join("log.txt")).unwrap();
+    assert!(log.is_empty(), "stdin was not empty: {log:?}");
+
+    // SAFETY: set before the program is spawned; the suite does not read it.
+    unsafe { std::env::set_var("KILN_TEST_SECRET", "hunter2") };
+    let report = t.probe("outcome fake print-env", None).await;
+    let env = std::fs::read_to_string(report.job_dir.join("log.txt")).unwrap();
+    assert!(!env.contains("hunter2"), "{env}");
+    assert!(!env.contains("PATH="), "{env}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ungranted_program_is_denied_naming_the_manifest_line() {
+    let t = TestHost::new().await;
+    let report = t
+        .probe("outcome fake exit 0", Some(grants("programs = []")))
+        .await;
+    assert_eq!(report.status, FinishStatus::Failed);
+    let reason = report.reason.unwrap();
+    assert!(reason.contains("program `fake` is not granted"), "{reason}");
+    assert!(reason.contains("add \"fake\" to `programs`"), "{reason}");
+}
