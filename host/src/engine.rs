@@ -62,7 +62,8 @@ impl PluginEngine {
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         crate::interfaces::add_to_linker(&mut linker)
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-        start_epoch_ticker(&engine);
+        start_epoch_ticker(&engine)
+            .map_err(|e| LoadError::Engine(format!("failed to start the epoch thread: {e}")))?;
         Ok(Arc::new(PluginEngine {
             engine,
             linker,
@@ -158,7 +159,7 @@ fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()
 }
 
 /// Advance the engine's epoch every tick for as long as the engine lives.
-fn start_epoch_ticker(engine: &Engine) {
+fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("kiln-epoch".into())
@@ -169,7 +170,7 @@ fn start_epoch_ticker(engine: &Engine) {
                 std::thread::sleep(EPOCH_TICK);
             }
         })
-        .expect("failed to start the epoch thread");
+        .map(drop)
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -98,7 +98,8 @@ pub enum Capability {
 }
 
 impl Capability {
-    fn manifest_key(self) -> &'static str {
+    /// The manifest key that grants this kind of capability.
+    pub fn manifest_key(self) -> &'static str {
         match self {
             Capability::Program => "programs",
             Capability::Task => "tasks",

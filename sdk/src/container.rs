@@ -160,26 +160,20 @@ pub struct ContainerLookup<'a> {
 }
 
 impl ContainerLookup<'_> {
+    /// `NAME`, `NAME.attr`, `NAME[i]`, `NAME[i].attr` to a dotted path: the
+    /// bare NAME must name exactly one item.
     fn resolve(&self, name: &str) -> Result<String, LookupError> {
-        let (base, attr) = match name.split_once('.') {
-            Some((b, a)) => (b, Some(a)),
-            None => (name, None),
-        };
+        let split = name.find(['.', '[']).unwrap_or(name.len());
+        let (base, rest) = name.split_at(split);
         let paths = host::find(base);
-        let path = match paths.as_slice() {
-            [one] => one.clone(),
-            [] => return Err(LookupError::unknown(name)),
-            many => {
-                return Err(LookupError::other(format!(
-                    "{base} is ambiguous: {}",
-                    many.join(", ")
-                )));
-            }
-        };
-        Ok(match attr {
-            Some(a) => format!("{path}.{a}"),
-            None => path,
-        })
+        match paths.as_slice() {
+            [one] => Ok(format!("{one}{rest}")),
+            [] => Err(LookupError::unknown(name)),
+            many => Err(LookupError::other(format!(
+                "{base} is ambiguous: {}",
+                many.join(", ")
+            ))),
+        }
     }
 }
 
@@ -188,6 +182,21 @@ impl Lookup for ContainerLookup<'_> {
         let path = self.resolve(name)?;
         match host::get(&path) {
             Ok(v) => Ok(v.map(|v| v.to_text())),
+            Err(e) => Err(LookupError::other(e.message)),
+        }
+    }
+
+    /// CCP4i2's truth from the item's type: unset, zero, false and empty
+    /// are false.
+    fn truth(&self, name: &str) -> Result<bool, LookupError> {
+        let path = self.resolve(name)?;
+        match host::get(&path) {
+            Ok(None) => Ok(false),
+            Ok(Some(Value::Boolean(b))) => Ok(b),
+            Ok(Some(Value::Int(i))) => Ok(i != 0),
+            Ok(Some(Value::Float(f))) => Ok(f != 0.0),
+            Ok(Some(Value::Text(t))) => Ok(!t.is_empty()),
+            Ok(Some(Value::File(f))) => Ok(!f.path.is_empty()),
             Err(e) => Err(LookupError::other(e.message)),
         }
     }

@@ -76,6 +76,17 @@ async fn demo_copycell_writes_the_mtz_cell_into_cryst1_and_keeps_the_rest() {
         com2.contains("CELL 9.643 9.609 19.029 90 101.224 90"),
         "{com2}"
     );
+    let audit1 = std::fs::read_to_string(report.job_dir.join("job_1/audit.jsonl")).unwrap();
+    let spawn: serde_json::Value = serde_json::from_str(audit1.lines().next().unwrap()).unwrap();
+    assert_eq!(spawn["event"], "spawn");
+    assert_eq!(spawn["program"], "mtzdump");
+    assert_eq!(spawn["path"], common::FAKE);
+    let audit = std::fs::read_to_string(report.job_dir.join("audit.jsonl")).unwrap();
+    assert_eq!(
+        audit.lines().filter(|l| l.contains("\"sub_job\"")).count(),
+        2,
+        "{audit}"
+    );
     let log1 = std::fs::read_to_string(report.job_dir.join("job_1/log.txt")).unwrap();
     assert!(
         log1.contains("* Dataset ID, project/crystal/dataset names"),

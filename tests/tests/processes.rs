@@ -86,4 +86,47 @@ async fn an_ungranted_program_is_denied_naming_the_manifest_line() {
     let reason = report.reason.unwrap();
     assert!(reason.contains("program `fake` is not granted"), "{reason}");
     assert!(reason.contains("add \"fake\" to `programs`"), "{reason}");
+    let audit = std::fs::read_to_string(report.job_dir.join("audit.jsonl")).unwrap();
+    let denial: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    assert_eq!(denial["event"], "denied");
+    assert_eq!(denial["capability"], "programs");
+    assert_eq!(denial["name"], "fake");
+    assert_eq!(denial["job"], report.job_id.as_str());
+}
+
+/// Whether `pid` is still a live process (a zombie counts as dead).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
+            state != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grandchild_holding_stdout_open_is_killed_and_does_not_hold_the_job() {
+    let t = TestHost::new().await;
+    let started = std::time::Instant::now();
+    let report = t.probe("outcome fake fork-grandchild 60", None).await;
+    assert_eq!(result_text(&report), "exited 0");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let log = std::fs::read_to_string(report.job_dir.join("log.txt")).unwrap();
+    let pid: i32 = log
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no pid in {log:?}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!alive(pid), "grandchild {pid} outlived its job");
 }

@@ -67,38 +67,25 @@ pub async fn demo(args: HostArgs, json: bool) -> anyhow::Result<u8> {
         ],
         grants: None,
     };
-    let code = run_request(&host, request, json).await?;
-    if !json && code == 0 {
-        print_result_cryst1(&args.jobs_dir);
+    let (code, report) = run_request(&host, request, json).await?;
+    if let (false, Some(report)) = (json, &report) {
+        print_result(report);
     }
     Ok(code)
 }
 
-/// Show where the result is and its CRYST1 record.
-fn print_result_cryst1(jobs_dir: &std::path::Path) {
-    let Some(xyzout) = newest_xyzout(jobs_dir) else {
+/// Where the result is, and its CRYST1 record.
+fn print_result(report: &kiln_host::JobReport) {
+    let Some(xyzout) = report.outputs["XYZOUT"]["path"].as_str() else {
         return;
     };
-    let cryst1 = std::fs::read_to_string(&xyzout).ok().and_then(|t| {
+    println!("XYZOUT: {xyzout}");
+    let cryst1 = std::fs::read_to_string(xyzout).ok().and_then(|t| {
         t.lines()
             .find(|l| l.starts_with("CRYST1"))
             .map(str::to_string)
     });
-    println!("XYZOUT: {}", xyzout.display());
     if let Some(line) = cryst1 {
         println!("{line}");
     }
-}
-
-fn newest_xyzout(jobs_dir: &std::path::Path) -> Option<std::path::PathBuf> {
-    let newest = std::fs::read_dir(jobs_dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let n: u32 = e.file_name().to_str()?.strip_prefix("job_")?.parse().ok()?;
-            Some((n, e.path()))
-        })
-        .max_by_key(|(n, _)| *n)?;
-    let p = newest.1.join("job_2").join("XYZOUT.pdb");
-    p.is_file().then_some(p)
 }

@@ -4,7 +4,7 @@
 use super::output::{exit_code, print_report, watch_progress};
 use super::{EXIT_USAGE, HostArgs, build_host, load_registry};
 use kiln_host::grants::Grants;
-use kiln_host::{Host, RunRequest, TaskRef};
+use kiln_host::{Host, JobReport, RunRequest, TaskRef};
 use std::io::IsTerminal;
 use std::path::Path;
 
@@ -29,7 +29,7 @@ pub async fn run(
     let params = parse_params(params)?;
     let manifest = grants.map(Grants::from_file).transpose()?;
     let host = build_host(&args, load_registry(&args)?).await?;
-    run_request(
+    let (code, _) = run_request(
         &host,
         RunRequest {
             task: TaskRef::parse(task),
@@ -38,11 +38,17 @@ pub async fn run(
         },
         json,
     )
-    .await
+    .await?;
+    Ok(code)
 }
 
-/// Run a request to its end and report it; shared with `kiln demo`.
-pub async fn run_request(host: &Host, request: RunRequest, json: bool) -> anyhow::Result<u8> {
+/// Run a request to its end and report it; shared with `kiln demo`. The
+/// report is `None` when the job could not be created.
+pub async fn run_request(
+    host: &Host,
+    request: RunRequest,
+    json: bool,
+) -> anyhow::Result<(u8, Option<JobReport>)> {
     if let Some(m) = &request.grants {
         let info = host.describe(&request.task).await?;
         let (_, missing) = host.effective_grants(&info, Some(m)).await?;
@@ -61,7 +67,7 @@ pub async fn run_request(host: &Host, request: RunRequest, json: bool) -> anyhow
         Ok(job) => job,
         Err(e) => {
             eprintln!("kiln: {e}");
-            return Ok(EXIT_USAGE);
+            return Ok((EXIT_USAGE, None));
         }
     };
     let live = !json && std::io::stderr().is_terminal();
@@ -84,7 +90,7 @@ pub async fn run_request(host: &Host, request: RunRequest, json: bool) -> anyhow
     } else {
         print_report(&report);
     }
-    Ok(exit_code(report.status))
+    Ok((exit_code(report.status), Some(report)))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use crate::grants::Capability;
 use crate::interfaces::{
     PluginState, cancelled, check_len, denied, invalid, not_found, until_cancelled,
 };
+use crate::job::AuditEvent;
 use wasmtime::component::Resource;
 
 type HostResult<T> = wasmtime::Result<Result<T, HostError>>;
@@ -16,7 +17,7 @@ impl PluginState {
     fn granted_axis(&self, id: &str) -> Result<(), HostError> {
         check_len("an axis id", id)?;
         let b = self.bound()?;
-        b.job.grants.check(Capability::Axis, id).map_err(denied)?;
+        b.job.require(Capability::Axis, id).map_err(denied)?;
         if b.host.stage.config(id).is_none() {
             return Err(not_found(format!(
                 "axis `{id}` is granted but the stage has no such axis"
@@ -34,10 +35,16 @@ impl PluginState {
         self.granted_axis(id)?;
         let b = self.bound()?;
         let from = b.host.stage.position(id).unwrap_or_default();
+        let target = target(from);
+        b.job.audit(&AuditEvent::AxisMove {
+            axis: id,
+            target,
+            speed,
+        });
         let motion = b
             .host
             .stage
-            .move_to(id, target(from), speed)
+            .move_to(id, target, speed)
             .map_err(|e| invalid(e.to_string()))?;
         Ok(MotionHandle {
             axis: id.to_string(),

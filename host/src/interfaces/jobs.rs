@@ -11,7 +11,7 @@ use crate::interfaces::container::{container_error, value_from_wit, value_to_wit
 use crate::interfaces::{
     PluginState, cancelled, check_len, denied, failed, invalid, until_cancelled,
 };
-use crate::job::{Job, JobState, SubJobHandle};
+use crate::job::{AuditEvent, Job, JobState, SubJobHandle};
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
@@ -58,6 +58,10 @@ impl PluginState {
             parent.cancel.child_token(),
         );
         lock(&parent.children).push(job.clone());
+        parent.audit(&AuditEvent::SubJob {
+            task: &task,
+            job: &job.id,
+        });
         host.publish_state(&job);
         Ok(SubJobHandle {
             job,

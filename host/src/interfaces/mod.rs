@@ -16,7 +16,7 @@ mod types;
 
 use crate::bindings::types::{ErrorKind, HostError};
 use crate::host::HostShared;
-use crate::job::Job;
+use crate::job::{GuestOutput, Job};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -48,7 +48,7 @@ pub struct PluginState {
     cpu_ticks: u64,
     cpu_budget_ticks: u64,
     /// What the guest wrote on its own stdout/stderr, for failure reasons.
-    pub(crate) guest_output: Option<wasmtime_wasi::p2::pipe::MemoryOutputPipe>,
+    pub(crate) guest_output: Option<GuestOutput>,
     pub(crate) memory_limit: usize,
     /// Kiln handles (processes, sub-jobs, motions) the guest holds.
     handles: usize,
@@ -63,7 +63,7 @@ impl WasiView for PluginState {
     }
 }
 
-/// Guest stdout/stderr kept for failure reasons; past it, writes are dropped.
+/// Guest stdout/stderr kept for failure reasons: the last this many bytes.
 const GUEST_OUTPUT_CAP: usize = 64 << 10;
 /// Memory a component may use while describing itself.
 const DESCRIBE_MEMORY: usize = 64 << 20;
@@ -83,7 +83,7 @@ impl PluginState {
         wasi: WasiCtx,
         bound: Option<Bound>,
         memory_limit: usize,
-        guest_output: Option<wasmtime_wasi::p2::pipe::MemoryOutputPipe>,
+        guest_output: Option<GuestOutput>,
     ) -> PluginState {
         PluginState {
             wasi,
@@ -105,8 +105,8 @@ impl PluginState {
     }
 
     /// The guest's stdout/stderr sink for a job's WASI context.
-    pub(crate) fn guest_output_pipe() -> wasmtime_wasi::p2::pipe::MemoryOutputPipe {
-        wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(GUEST_OUTPUT_CAP)
+    pub(crate) fn guest_output_sink() -> GuestOutput {
+        GuestOutput::new(GUEST_OUTPUT_CAP)
     }
 
     /// Set limits and the CPU deadline on a new store, before instantiation.
@@ -238,7 +238,7 @@ pub(crate) fn trap_reason(err: &wasmtime::Error, state: &PluginState) -> String 
     let guest_says = state
         .guest_output
         .as_ref()
-        .map(|p| String::from_utf8_lossy(&p.contents()).into_owned())
+        .map(GuestOutput::text)
         .unwrap_or_default();
     match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => {

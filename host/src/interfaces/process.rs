@@ -10,7 +10,7 @@ use crate::grants::Capability;
 use crate::interfaces::{
     Bound, PluginState, check_len, denied, failed, invalid, limit, not_found, until_cancelled,
 };
-use crate::job::Job;
+use crate::job::{AuditEvent, Job};
 use crate::process::{self, ChildHandle, Outcome, ProcessShared, SpawnSpec};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -37,8 +37,7 @@ fn outcome_to_wit(o: Outcome) -> wit::Outcome {
 fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostError> {
     let job = &b.job;
     check_len("the program name", &req.program)?;
-    job.grants
-        .check(Capability::Program, &req.program)
+    job.require(Capability::Program, &req.program)
         .map_err(denied)?;
     let entry = b.host.registry.get(&req.program).ok_or_else(|| {
         not_found(format!(
@@ -80,14 +79,18 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
     for (name, value) in &req.env {
         check_len("an environment value", value)?;
         if name.starts_with("LD_") {
-            return Err(denied(format!(
-                "environment variable `{name}` is never passed to programs"
-            )));
+            let message = format!("environment variable `{name}` is never passed to programs");
+            job.audit(&AuditEvent::Denied {
+                capability: "env",
+                name,
+                message: &message,
+            });
+            return Err(denied(message));
         }
         if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
             return Err(invalid(format!("bad environment variable name `{name}`")));
         }
-        job.grants.check(Capability::Env, name).map_err(denied)?;
+        job.require(Capability::Env, name).map_err(denied)?;
         env.push((name.clone(), value.clone()));
     }
     let cwd = match &req.working_dir {
@@ -200,6 +203,13 @@ impl PluginState {
         }
         spec.stdout_log = job.dir.join(&out);
         spec.stderr_log = job.dir.join(&err);
+        job.audit(&AuditEvent::Spawn {
+            program: &program,
+            path: &spec.program,
+            args: &spec.args,
+            env: spec.env.iter().map(|(k, _)| k.as_str()).collect(),
+            process: n,
+        });
         let shared = process::spawn(spec);
         lock(&job.processes).push(shared.clone());
         Ok(ChildHandle {

@@ -2,12 +2,16 @@
 //! its own container; a pipeline's sub-jobs are jobs below it (`job_N`,
 //! id `<parent>.<N>`).
 
+mod audit;
 mod dir;
+mod guest_output;
 mod runner;
 mod subjob;
 
+pub use audit::{Audit, AuditEvent};
 pub use dir::{JobDirError, allocate_top_level};
 pub(crate) use dir::{create_numbered, write_file as write_job_file};
+pub use guest_output::GuestOutput;
 pub(crate) use runner::start_job;
 pub use subjob::SubJobHandle;
 
@@ -157,6 +161,7 @@ pub struct Job {
     pub(crate) children: Mutex<Vec<Arc<Job>>>,
     pub(crate) processes: Mutex<Vec<Arc<ProcessShared>>>,
     pub(crate) times: Mutex<JobTimes>,
+    pub(crate) audit: Audit,
 }
 
 /// When a job was made, started and ended.
@@ -179,7 +184,6 @@ impl Job {
         Arc::new(Job {
             id,
             task,
-            dir,
             grants,
             container: Mutex::new(container),
             cancel,
@@ -194,6 +198,8 @@ impl Job {
                 started: None,
                 ended: None,
             }),
+            audit: Audit::new(&dir),
+            dir,
         })
     }
 
@@ -261,6 +267,21 @@ impl Job {
 
     pub fn children(&self) -> Vec<Arc<Job>> {
         lock(&self.children).clone()
+    }
+
+    pub(crate) fn audit(&self, event: &AuditEvent<'_>) {
+        self.audit.record(&self.id, event);
+    }
+
+    /// `Ok` when `name` is granted; otherwise the denial, audited.
+    pub(crate) fn require(&self, cap: crate::grants::Capability, name: &str) -> Result<(), String> {
+        self.grants.check(cap, name).inspect_err(|message| {
+            self.audit(&AuditEvent::Denied {
+                capability: cap.manifest_key(),
+                name,
+                message,
+            })
+        })
     }
 
     pub fn times(&self) -> JobTimes {

@@ -63,7 +63,7 @@ async fn execute_with_limits(host: &Arc<HostShared>, job: &Arc<Job>) -> JobResul
 
 async fn execute(host: Arc<HostShared>, job: Arc<Job>) -> JobResult {
     let limits = job.grants.limits.clone();
-    let guest_output = PluginState::guest_output_pipe();
+    let guest_output = PluginState::guest_output_sink();
     let mut wasi = WasiCtxBuilder::new();
     wasi.stdout(guest_output.clone())
         .stderr(guest_output.clone());
