@@ -185,6 +185,16 @@ impl Grants {
                 out.push(denial_message(cap, name));
             }
         }
+        for (key, want, have) in [
+            ("read_dirs", &self.read_dirs, &granted.read_dirs),
+            ("write_dirs", &self.write_dirs, &granted.write_dirs),
+        ] {
+            for dir in want.difference(have) {
+                out.push(format!(
+                    "directory `{dir}` is not granted: add \"{dir}\" to `{key}` in the grants manifest"
+                ));
+            }
+        }
         if self.network && !granted.network {
             out.push("network is not granted: set `network = true` in the grants manifest".into());
         }

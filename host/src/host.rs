@@ -143,6 +143,20 @@ impl JobReport {
     }
 }
 
+/// The directory a command-line path lies in, absolute and canonical where
+/// it exists.
+fn absolute_parent(path: &str) -> Option<String> {
+    let p = std::path::Path::new(path);
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(p)
+    };
+    let parent = abs.parent()?;
+    let parent = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
+    Some(parent.display().to_string())
+}
+
 /// Kiln's host. Cheap to clone; every clone serves the same jobs.
 #[derive(Clone)]
 pub struct Host {
@@ -189,34 +203,69 @@ impl Host {
     }
 
     /// The grants a run of `task` gets under `manifest` (or by default), and
-    /// what it requests that is not granted.
+    /// what it (or a sub-task) requests that is not granted.
+    ///
+    /// Programs, sub-tasks, axes and env names are what is requested,
+    /// intersected with the manifest when there is one. Directories are the
+    /// manifest's (plus, at submission, those of files named on the command
+    /// line); the network needs both the request and the manifest.
     pub async fn effective_grants(
         &self,
         task: &TaskInfo,
         manifest: Option<&Grants>,
     ) -> Result<(Grants, Vec<String>), CatalogError> {
         let requested = self.shared.catalog.requests_closure(task).await?;
-        Ok(match manifest {
-            Some(m) => (requested.intersect(m), requested.missing_from(m)),
-            None => (requested, Vec::new()),
-        })
+        let granted = match manifest {
+            Some(m) => {
+                let mut g = requested.intersect(m);
+                // Which host directories exist is the operator's knowledge,
+                // not the task's: directories come from the manifest alone.
+                g.read_dirs = m.read_dirs.clone();
+                g.write_dirs = m.write_dirs.clone();
+                g
+            }
+            // No manifest: what the tasks request, except directories and
+            // the network, which only a manifest grants.
+            None => {
+                let mut g = requested.clone();
+                g.read_dirs.clear();
+                g.write_dirs.clear();
+                g.network = false;
+                g
+            }
+        };
+        let missing = requested.missing_from(&granted);
+        Ok((granted, missing))
     }
 
     /// Create the job (directory, container, parameters) without starting
     /// it. Bad parameters are reported here, before anything runs.
     pub async fn submit(&self, request: RunRequest) -> Result<Arc<Job>, RunError> {
         let task = self.shared.catalog.resolve(&request.task).await?;
-        let (grants, _) = self
+        let (mut grants, _) = self
             .effective_grants(&task, request.grants.as_ref())
             .await?;
         let mut container = task.new_container();
         for (name, value) in &request.params {
-            container
+            let param_err = |detail: String| RunError::Param {
+                name: name.clone(),
+                detail,
+            };
+            let path = container
                 .set_from_str(name, value)
-                .map_err(|e| RunError::Param {
-                    name: name.clone(),
-                    detail: e.to_string(),
+                .map_err(|e| param_err(e.to_string()))?;
+            // Naming a file on the command line grants its directory: read
+            // for inputs, read-write for outputs.
+            if let Ok(Some(kiln_container::Value::File(f))) = container.get(&path) {
+                let dir = absolute_parent(&f.path).ok_or_else(|| {
+                    param_err(format!("cannot find the directory of `{}`", f.path))
                 })?;
+                if path.starts_with("outputData") {
+                    grants.write_dirs.insert(dir);
+                } else {
+                    grants.read_dirs.insert(dir);
+                }
+            }
         }
         let (n, dir) = job::allocate_top_level(&self.shared.jobs_dir)?;
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
@@ -227,6 +276,7 @@ impl Host {
             grants,
             container,
             self.shared.shutdown.child_token(),
+            None,
         );
         self.shared.publish_state(&job);
         Ok(job)

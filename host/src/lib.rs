@@ -10,6 +10,7 @@ pub mod bindings;
 pub mod catalog;
 pub mod engine;
 pub mod events;
+pub mod files;
 pub mod grants;
 mod host;
 pub mod interfaces;

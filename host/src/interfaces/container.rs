@@ -3,13 +3,19 @@
 use crate::bindings::container::{self as wit, Host};
 use crate::bindings::types::{ErrorRecord, HostError, Severity};
 use crate::engine::lock;
-use crate::interfaces::{PluginState, check_len, invalid};
+use crate::files::{Access, PathError};
+use crate::interfaces::{PluginState, check_len, denied, invalid};
+use crate::job::{AuditEvent, Job};
 use kiln_container as model;
-use std::path::Path;
 
-/// WIT value to container value; file paths relative to `job_dir` become
-/// absolute so they stay meaningful when copied into another job.
-pub(crate) fn value_from_wit(v: wit::Value, job_dir: &Path) -> Result<model::Value, HostError> {
+/// WIT value to container value for `item` of `job`'s container. A file
+/// path must lie in the job's granted roots (writable for outputData); it is
+/// stored absolute so it stays meaningful when copied into another job.
+pub(crate) fn value_from_wit(
+    v: wit::Value,
+    job: &Job,
+    item: &str,
+) -> Result<model::Value, HostError> {
     Ok(match v {
         wit::Value::Int(i) => model::Value::Int(i),
         wit::Value::Float(f) => model::Value::Float(f),
@@ -20,19 +26,28 @@ pub(crate) fn value_from_wit(v: wit::Value, job_dir: &Path) -> Result<model::Val
         wit::Value::Boolean(b) => model::Value::Bool(b),
         wit::Value::File(f) => {
             check_len("a file path", &f.path)?;
-            if f.path.is_empty() || f.path.contains('\0') {
-                return Err(invalid(format!(
-                    "file path {:?} is empty or contains a NUL byte",
-                    f.path
-                )));
+            if f.path.is_empty() {
+                return Err(invalid(format!("{item}: the file path is empty")));
             }
-            let path = if Path::new(&f.path).is_absolute() {
-                f.path
+            let access = if item.starts_with("outputData") {
+                Access::Write
             } else {
-                job_dir.join(&f.path).display().to_string()
+                Access::Read
             };
+            let path = job.roots.check(&f.path, access).map_err(|e| {
+                let message = format!("{item}: {e}");
+                job.audit(&AuditEvent::Denied {
+                    capability: "files",
+                    name: &f.path,
+                    message: &message,
+                });
+                match e {
+                    PathError::NotGranted { .. } | PathError::Escapes { .. } => denied(message),
+                    PathError::Nul { .. } | PathError::ParentDir { .. } => invalid(message),
+                }
+            })?;
             model::Value::File(model::FileValue {
-                path,
+                path: path.display().to_string(),
                 file_type: f.file_type,
                 annotation: f.annotation,
             })
@@ -81,10 +96,10 @@ impl PluginState {
     /// Run `f` on this job's container.
     fn with_container<T>(
         &self,
-        f: impl FnOnce(&mut model::Container, &Path) -> Result<T, HostError>,
+        f: impl FnOnce(&mut model::Container, &Job) -> Result<T, HostError>,
     ) -> Result<T, HostError> {
         let job = &self.bound()?.job;
-        f(&mut lock(&job.container), &job.dir)
+        f(&mut lock(&job.container), job)
     }
 }
 
@@ -101,9 +116,9 @@ impl Host for PluginState {
     }
 
     async fn set(&mut self, path: String, value: wit::Value) -> HostResult<()> {
-        Ok(self.with_container(|c, dir| {
+        Ok(self.with_container(|c, job| {
             check_len("a path", &path)?;
-            let v = value_from_wit(value, dir)?;
+            let v = value_from_wit(value, job, &path)?;
             c.set(&path, v).map_err(container_error)
         }))
     }

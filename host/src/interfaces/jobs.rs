@@ -34,10 +34,7 @@ impl PluginState {
         check_len("a task name", &task)?;
         let b = self.bound()?;
         let (host, parent) = (b.host.clone(), b.job.clone());
-        parent
-            .grants
-            .check(Capability::Task, &task)
-            .map_err(denied)?;
+        parent.require(Capability::Task, &task).map_err(denied)?;
         let info = host
             .catalog
             .get(&task)
@@ -45,7 +42,10 @@ impl PluginState {
             .map_err(|e| failed(format!("failed to load sub-task `{task}`: {e}")))?;
         // A sub-job holds what it asks for, but never more than its parent.
         let mut grants = parent.grants.intersect(&info.requests);
+        // Limits and directories are the operator's, not the task's to ask.
         grants.limits = parent.grants.limits.clone();
+        grants.read_dirs = parent.grants.read_dirs.clone();
+        grants.write_dirs = parent.grants.write_dirs.clone();
         let (n, dir) = parent
             .allocate_child_dir()
             .map_err(|e| failed(e.to_string()))?;
@@ -56,6 +56,7 @@ impl PluginState {
             grants,
             info.new_container(),
             parent.cancel.child_token(),
+            Some(&parent.pipeline_dir()),
         );
         lock(&parent.children).push(job.clone());
         parent.audit(&AuditEvent::SubJob {
@@ -149,7 +150,7 @@ impl HostSubJob for PluginState {
             if job.state() != JobState::Pending {
                 return Err(invalid(format!("sub-job {} has already started", job.id)));
             }
-            let v = value_from_wit(value, &job.dir)?;
+            let v = value_from_wit(value, &job, &path)?;
             lock(&job.container).set(&path, v).map_err(container_error)
         })())
     }

@@ -6,6 +6,7 @@ use crate::bindings::process::{
 };
 use crate::bindings::types::HostError;
 use crate::engine::lock;
+use crate::files::Access;
 use crate::grants::Capability;
 use crate::interfaces::{
     Bound, PluginState, check_len, denied, failed, invalid, limit, not_found, until_cancelled,
@@ -62,6 +63,19 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
         }
         if a.contains('\0') {
             return Err(invalid("an argument contains a NUL byte"));
+        }
+        // An argument that names a path outside the job's roots is refused
+        // here, with a clear reason, before the program could try it.
+        if a.starts_with('/') || Path::new(a).components().any(|c| c == Component::ParentDir) {
+            job.roots.check(a, Access::Read).map_err(|e| {
+                let message = format!("argument `{a}`: {e}");
+                job.audit(&AuditEvent::Denied {
+                    capability: "files",
+                    name: a,
+                    message: &message,
+                });
+                denied(message)
+            })?;
         }
         total += a.len();
     }

@@ -17,11 +17,12 @@ pub use subjob::SubJobHandle;
 
 use crate::catalog::TaskInfo;
 use crate::engine::lock;
+use crate::files::Roots;
 use crate::grants::Grants;
 use crate::process::ProcessShared;
 use kiln_container::Container;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -162,6 +163,9 @@ pub struct Job {
     pub(crate) processes: Mutex<Vec<Arc<ProcessShared>>>,
     pub(crate) times: Mutex<JobTimes>,
     pub(crate) audit: Audit,
+    /// Where the job may name files: its own directory (read-write), its
+    /// pipeline's top directory (read), and the granted directories.
+    pub(crate) roots: Roots,
 }
 
 /// When a job was made, started and ended.
@@ -180,7 +184,12 @@ impl Job {
         grants: Grants,
         container: Container,
         cancel: CancellationToken,
+        pipeline_dir: Option<&Path>,
     ) -> Arc<Job> {
+        let mut read_only: Vec<PathBuf> = grants.read_dirs.iter().map(PathBuf::from).collect();
+        read_only.extend(pipeline_dir.map(Path::to_path_buf));
+        let read_write: Vec<PathBuf> = grants.write_dirs.iter().map(PathBuf::from).collect();
+        let roots = Roots::new(&dir, &read_only, &read_write);
         Arc::new(Job {
             id,
             task,
@@ -199,6 +208,7 @@ impl Job {
                 ended: None,
             }),
             audit: Audit::new(&dir),
+            roots,
             dir,
         })
     }
@@ -282,6 +292,16 @@ impl Job {
                 message,
             })
         })
+    }
+
+    /// The top directory of the pipeline this job belongs to.
+    pub(crate) fn pipeline_dir(&self) -> PathBuf {
+        let depth = self.id.matches('.').count();
+        self.dir
+            .ancestors()
+            .nth(depth)
+            .unwrap_or(&self.dir)
+            .to_path_buf()
     }
 
     pub fn times(&self) -> JobTimes {

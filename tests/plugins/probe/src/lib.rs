@@ -19,6 +19,10 @@
 //! - `subjob MODE...`: run a `probe` sub-job in the given mode, fail with its
 //!   reason if it fails.
 //! - `signal NAME`: emit a custom signal with payload `{"n": 1}`.
+//! - `set-file ITEM PATH`: set a file item of its own container.
+//! - `make TASK`: make a sub-job of TASK (without starting it).
+//! - `read-dir PATH`: list a directory through WASI.
+//! - `env`: count the environment variables the plugin can see.
 
 use kiln_sdk::bindings::kiln::plugin::axes;
 use kiln_sdk::{Description, Job, Outcome, Task, TaskError, wait_any_process};
@@ -59,6 +63,16 @@ impl Task for Probe {
                 job.signal(name, "{\"n\": 1}")?;
                 "sent".to_string()
             }
+            ["set-file", item, path] => {
+                job.set_file(item, path)?;
+                job.file_path(item)?
+            }
+            ["make", task] => job.sub_job(task)?.id(),
+            ["read-dir", path] => match std::fs::read_dir(path) {
+                Ok(entries) => format!("{} entries", entries.count()),
+                Err(e) => return Err(TaskError::failed(format!("read-dir {path}: {e}"))),
+            },
+            ["env"] => std::env::vars().count().to_string(),
             _ => return Err(TaskError::failed(format!("unknown probe mode `{mode}`"))),
         };
         job.set("outputData.RESULT", result)?;
