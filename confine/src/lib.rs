@@ -1,0 +1,183 @@
+//! Confinement of the native programs Kiln runs on a plugin's behalf.
+//!
+//! The host never confines a child itself (that would mean forking its large
+//! address space and running a `pre_exec` hook). It spawns the small
+//! `kiln-confine` helper instead, which applies a [`Policy`] to itself and
+//! execs the program in place, so the program inherits the confinement and
+//! the helper's pid.
+//!
+//! # Helper contract
+//!
+//! ```text
+//! KILN_CONFINE_POLICY=<policy JSON> kiln-confine -- /absolute/program ARGS...
+//! ```
+//!
+//! - The policy travels in the environment variable [`POLICY_ENV`]: it goes
+//!   through `posix_spawn`/`execve` with the arguments, needs no `pre_exec`
+//!   hook to place a descriptor at a fixed number, no writer for a pipe and
+//!   nothing to clean up when the spawn fails. A single environment string is
+//!   limited to 128 KiB ([`command`] checks). The helper builds the program's
+//!   environment from its own minus this variable, so the program never sees
+//!   it.
+//! - `--` is required; the program path must be absolute (it is not looked
+//!   up in `PATH`); the program gets `argv[0]` = that path and the arguments
+//!   verbatim.
+//! - The program itself is always granted read and execute (a file rule);
+//!   its shared libraries and data need the install prefix in `read_only`.
+//! - Descriptors 0-2 pass through; every other inherited descriptor is closed
+//!   at exec. SIGPIPE is reset to its default and the signal mask emptied
+//!   (the helper, like any Rust program, ignores SIGPIPE).
+//! - Exit status when the program never starts: [`EXIT_CONFINE_FAILED`]
+//!   (126: bad usage or policy, or confinement the policy requires could not
+//!   be applied) or [`EXIT_EXEC_FAILED`] (127: execve failed: missing, not
+//!   executable, denied). Either way stderr gets one line starting with
+//!   [`STDERR_PREFIX`]. Programs (shells especially) use 126 and 127 too, so
+//!   the host should attribute these codes to the helper only when the last
+//!   stderr line starts with the prefix.
+//! - When `require` is false and something could not be applied, one line
+//!   `kiln-confine: warning: ...` goes to stderr and the program runs.
+//!
+//! Other modes: `kiln-confine --check` applies the policy from the
+//! environment and prints the resulting [`Applied`] as JSON instead of
+//! running anything ([`check`]); `kiln-confine --hold-netns` is the holder of
+//! a [`SharedNetns`]; `kiln-confine --probe` prints [`probe`] as JSON.
+
+mod caps;
+mod error;
+mod fds;
+mod filesystem;
+mod netns;
+mod policy;
+mod probe;
+mod rlimit;
+
+pub use error::ConfineError;
+pub use fds::cloexec_inherited_fds;
+pub use filesystem::{Enforcement, LandlockApplied};
+pub use netns::{NetworkApplied, SharedNetns, hold_netns};
+pub use policy::{
+    Network, NsFile, POLICY_ENV, Policy, Rlimits, SharedNetnsRef, system_read_only_paths,
+    system_read_write_paths,
+};
+pub use probe::{NetnsSupport, Support, landlock_gaps, probe};
+
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Exit status of the helper when the policy is invalid or required
+/// confinement cannot be applied; the program did not run.
+pub const EXIT_CONFINE_FAILED: i32 = 126;
+/// Exit status of the helper when execve of the program failed.
+pub const EXIT_EXEC_FAILED: i32 = 127;
+/// Start of every line the helper itself writes on stderr.
+pub const STDERR_PREFIX: &str = "kiln-confine: ";
+
+/// Linux's limit on one environment string (`MAX_ARG_STRLEN`), name included.
+const MAX_ENV_STRING: usize = 32 * 4096;
+
+/// What [`apply`] enforced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub landlock: LandlockApplied,
+    pub network: NetworkApplied,
+    /// The limits in force (soft values, after clamping to the inherited
+    /// hard limits); `processes` stays `None` when the kernel ignores it.
+    pub rlimits: Rlimits,
+    /// Whether the program starts without capabilities (relevant as root).
+    pub capabilities_cleared: bool,
+    pub no_new_privs: bool,
+    /// Confinement that could not be applied (only with `require: false`) or
+    /// fell back to a weaker form, one sentence each.
+    pub warnings: Vec<String>,
+}
+
+/// Confines the calling process according to `policy`: network namespace,
+/// Landlock, rlimits, capabilities, no_new_privs, in that order (namespaces
+/// need privileges and /proc access the later steps take away).
+///
+/// Meant for a single-threaded process about to exec (the helper): Landlock
+/// applies to the calling thread, rlimits to the whole process, and a user
+/// namespace can only be created single-threaded. Inherited descriptors are
+/// not touched; see [`cloexec_inherited_fds`].
+pub fn apply(policy: &Policy) -> Result<Applied, ConfineError> {
+    let mut warnings = Vec::new();
+    let network = netns::isolate(&policy.network, policy.require, &mut warnings)?;
+    let landlock = filesystem::restrict(policy, &mut warnings)?;
+    let rlimits = rlimit::set_all(&policy.rlimits, policy.require, &mut warnings)?;
+    let capabilities_cleared = match caps::clear() {
+        Ok(cleared) => cleared,
+        Err(e) => {
+            error::degrade(policy.require, &mut warnings, e)?;
+            false
+        }
+    };
+    // The landlock crate sets it too, except when Landlock is unavailable.
+    // SAFETY: prctl with integer arguments only.
+    let no_new_privs = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == 0;
+    if !no_new_privs {
+        error::degrade(
+            policy.require,
+            &mut warnings,
+            ConfineError::NoNewPrivs(io::Error::last_os_error()),
+        )?;
+    }
+    Ok(Applied {
+        landlock,
+        network,
+        rlimits,
+        capabilities_cleared,
+        no_new_privs,
+        warnings,
+    })
+}
+
+/// A command that runs `program` confined by `policy` through `helper` (the
+/// `kiln-confine` binary). Its environment is already cleared and holds only
+/// the policy: add the program's variables, arguments, stdio, working
+/// directory and process group, but do not clear the environment again.
+pub fn command(helper: &Path, policy: &Policy, program: &Path) -> Result<Command, ConfineError> {
+    if !program.is_absolute() {
+        return Err(ConfineError::Policy(format!(
+            "program path {} is not absolute",
+            program.display()
+        )));
+    }
+    let json = policy.to_json()?;
+    if POLICY_ENV.len() + 1 + json.len() + 1 > MAX_ENV_STRING {
+        return Err(ConfineError::Policy(format!(
+            "policy is {} bytes, over the {MAX_ENV_STRING}-byte limit of one environment string",
+            json.len()
+        )));
+    }
+    let mut cmd = Command::new(helper);
+    cmd.env_clear().env(POLICY_ENV, json).arg("--").arg(program);
+    Ok(cmd)
+}
+
+/// Runs `helper --check` with `policy` and returns what it could enforce,
+/// without running any program: the definitive answer to what [`probe`]
+/// can only estimate (a user namespace, for instance). Blocks for a few
+/// milliseconds; call it once at start.
+pub fn check(helper: &Path, policy: &Policy) -> Result<Applied, ConfineError> {
+    let json = policy.to_json()?;
+    let out = Command::new(helper)
+        .arg("--check")
+        .env_clear()
+        .env(POLICY_ENV, json)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| ConfineError::Helper(format!("cannot run {}: {e}", helper.display())))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = stderr.trim();
+        return Err(ConfineError::Helper(if stderr.is_empty() {
+            format!("check failed: {}", out.status)
+        } else {
+            stderr.trim_start_matches(STDERR_PREFIX).to_string()
+        }));
+    }
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| ConfineError::Helper(format!("unreadable check result: {e}")))
+}

@@ -1,1 +1,170 @@
-fn main(){}
+//! `kiln-confine`: confine this process according to the policy in
+//! `KILN_CONFINE_POLICY`, then exec the program in place. The contract (argv,
+//! environment, exit codes) is documented on the `kiln_confine` crate.
+
+use kiln_confine::{
+    EXIT_CONFINE_FAILED, EXIT_EXEC_FAILED, POLICY_ENV, Policy, STDERR_PREFIX,
+};
+use std::ffi::{CString, OsString};
+use std::fmt::Display;
+use std::io::{self, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+
+const USAGE: &str = "usage: KILN_CONFINE_POLICY=<json> kiln-confine -- /absolute/program [args...]\n   \
+     or: KILN_CONFINE_POLICY=<json> kiln-confine --check\n   \
+     or: kiln-confine --hold-netns | --probe";
+
+fn main() {
+    let mut args = std::env::args_os().skip(1);
+    let mode = args.next();
+    let rest: Vec<OsString> = args.collect();
+    let code = match mode.as_ref().map(|m| m.as_bytes()) {
+        Some(b"--") if !rest.is_empty() => run(rest),
+        Some(b"--check") if rest.is_empty() => check(),
+        Some(b"--hold-netns") if rest.is_empty() => match kiln_confine::hold_netns() {
+            Ok(()) => 0,
+            Err(e) => fail(e),
+        },
+        Some(b"--probe") if rest.is_empty() => print_json(&kiln_confine::probe()),
+        _ => fail(USAGE),
+    };
+    std::process::exit(code);
+}
+
+/// Applies the policy and execs; returns only with an exit status on failure.
+fn run(command: Vec<OsString>) -> i32 {
+    if let Err(e) = kiln_confine::cloexec_inherited_fds() {
+        return fail(e);
+    }
+    let mut policy = match read_policy() {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let mut command = command.into_iter();
+    let Some(program) = command.next().map(PathBuf::from) else {
+        return fail(USAGE);
+    };
+    if !program.is_absolute() {
+        return fail(format_args!(
+            "program path {} is not absolute",
+            program.display()
+        ));
+    }
+    // Everything exec needs is built before confining: allocations can fail
+    // under the address-space limit.
+    let argv = match cstrings(std::iter::once(program.clone().into_os_string()).chain(command)) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let envp = match cstrings(
+        std::env::vars_os()
+            .filter(|(k, _)| k != POLICY_ENV)
+            .map(|(k, v)| {
+                let mut kv = k;
+                kv.push("=");
+                kv.push(v);
+                kv
+            }),
+    ) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let argv_ptrs = null_terminated(&argv);
+    let envp_ptrs = null_terminated(&envp);
+
+    // A missing program is reported by execve (exit 127), not as a bad grant.
+    if program.exists() {
+        policy.read_only.push(program.clone());
+    }
+    match kiln_confine::apply(&policy) {
+        Ok(applied) if !applied.warnings.is_empty() => say(format_args!(
+            "warning: confinement incomplete: {}",
+            applied.warnings.join("; ")
+        )),
+        Ok(_) => {}
+        Err(e) => return fail(e),
+    }
+    // A second pass costs one syscall and covers anything opened without
+    // O_CLOEXEC since the first.
+    if let Err(e) = kiln_confine::cloexec_inherited_fds() {
+        return fail(e);
+    }
+    reset_signals();
+    // SAFETY: both arrays are NUL-terminated lists of valid C strings that
+    // outlive the call.
+    unsafe { libc::execve(argv[0].as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
+    let e = io::Error::last_os_error();
+    say(format_args!("cannot execute {}: {e}", program.display()));
+    EXIT_EXEC_FAILED
+}
+
+fn check() -> i32 {
+    match read_policy().and_then(|p| kiln_confine::apply(&p).map_err(|e| e.to_string())) {
+        Ok(applied) => print_json(&applied),
+        Err(e) => fail(e),
+    }
+}
+
+fn read_policy() -> Result<Policy, String> {
+    let Some(text) = std::env::var_os(POLICY_ENV) else {
+        return Err(format!("{POLICY_ENV} is not set"));
+    };
+    let text = text
+        .into_string()
+        .map_err(|_| format!("{POLICY_ENV} is not UTF-8"))?;
+    Policy::from_json(&text).map_err(|e| e.to_string())
+}
+
+fn cstrings(items: impl Iterator<Item = OsString>) -> Result<Vec<CString>, String> {
+    items
+        .map(|s| CString::new(s.into_vec()).map_err(|_| "argument contains a NUL byte".into()))
+        .collect()
+}
+
+fn null_terminated(items: &[CString]) -> Vec<*const libc::c_char> {
+    items
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// Ignored signals stay ignored across exec, and Rust ignores SIGPIPE.
+fn reset_signals() {
+    // SAFETY: resetting a disposition and emptying the mask of this
+    // single-threaded process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> i32 {
+    match serde_json::to_string(value) {
+        Ok(mut text) => {
+            text.push('\n');
+            let mut out = io::stdout().lock();
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Ok(()) => 0,
+                Err(e) => fail(format_args!("writing stdout: {e}")),
+            }
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// One line on stderr, written at once so it does not interleave; a closed
+/// stderr is not worth dying over.
+fn say(msg: impl Display) {
+    let line = format!("{STDERR_PREFIX}{msg}\n");
+    let _ = io::stderr().lock().write_all(line.as_bytes());
+}
+
+fn fail(msg: impl Display) -> i32 {
+    say(msg);
+    EXIT_CONFINE_FAILED
+}
+

@@ -123,8 +123,10 @@ pub struct NsFile {
 /// - `/usr`, `/lib`, `/lib64`, `/bin`, `/sbin`: binaries, the dynamic loader,
 ///   shared libraries, locale and timezone data, Python's standard library.
 /// - `/etc/ld.so.cache` (the loader's library index; without it the loader
-///   still works but searches the default directories) and `/etc/localtime`
-///   (a symlink; the rule lands on its target under `/usr`).
+///   still works but searches the default directories), `/etc/localtime`
+///   (a symlink; the rule lands on its target under `/usr`) and
+///   `/etc/locale.alias` (Debian's `/usr/share/locale/locale.alias` points
+///   there; glibc reads it for `setlocale`).
 /// - `/dev/zero`, `/dev/urandom`, `/dev/random`.
 /// - `/proc/self`: resolved when the helper applies the policy, so it grants
 ///   the program's own `/proc/<pid>` (the helper execs in place, keeping its
@@ -152,6 +154,7 @@ pub fn system_read_only_paths() -> Vec<PathBuf> {
         "/sbin",
         "/etc/ld.so.cache",
         "/etc/localtime",
+        "/etc/locale.alias",
         "/dev/zero",
         "/dev/urandom",
         "/dev/random",

@@ -259,6 +259,7 @@ async fn describe(
         write_dirs: r.write_dirs.into_iter().collect(),
         network: r.network,
         limits: Default::default(),
+        axis_limits: Default::default(),
     };
     Ok(TaskInfo {
         name: desc.name,

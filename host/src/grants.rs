@@ -8,6 +8,10 @@
 //! programs = ["mtzdump", "pdbset"]   # registry names
 //! tasks = ["mtzdump", "pdbset"]      # sub-tasks a pipeline may make
 //! axes = ["x"]                       # axis ids
+//! [axis_limits.x]                    # optional envelope for a granted axis
+//! min = -10.0
+//! max = 10.0
+//! max_speed = 2.0
 //! env = ["CCP4_SCR"]                 # env names passed to programs
 //! network = false                    # network for native programs
 //!
@@ -73,9 +77,39 @@ impl Limits {
     }
 }
 
+/// The part of an axis's range and speed a run may use.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AxisEnvelope {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub max_speed: Option<f64>,
+}
+
+impl AxisEnvelope {
+    /// `Ok` when a move to `target` at `speed` stays inside the envelope.
+    pub fn check(&self, axis: &str, target: f64, speed: Option<f64>) -> Result<(), String> {
+        let lo = self.min.unwrap_or(f64::NEG_INFINITY);
+        let hi = self.max.unwrap_or(f64::INFINITY);
+        if !(lo..=hi).contains(&target) {
+            return Err(format!(
+                "axis `{axis}`: target {target} is outside the granted envelope [{lo}, {hi}]: widen [axis_limits.{axis}] in the grants manifest"
+            ));
+        }
+        if let (Some(max), Some(speed)) = (self.max_speed, speed) {
+            if speed > max {
+                return Err(format!(
+                    "axis `{axis}`: speed {speed} is above the granted {max}: raise max_speed in [axis_limits.{axis}] of the grants manifest"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A set of capabilities: a task's request, an operator's manifest, or what
 /// a run holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Grants {
     pub programs: BTreeSet<String>,
@@ -86,6 +120,9 @@ pub struct Grants {
     pub write_dirs: BTreeSet<String>,
     pub network: bool,
     pub limits: Limits,
+    /// Envelopes of granted axes; an axis without one may use its whole
+    /// range.
+    pub axis_limits: std::collections::BTreeMap<String, AxisEnvelope>,
 }
 
 /// Which kind of capability a denial is about.
@@ -168,6 +205,12 @@ impl Grants {
                 .collect(),
             network: self.network && other.network,
             limits: self.limits.min(&other.limits),
+            // Envelopes are the operator's: whichever side has them.
+            axis_limits: if self.axis_limits.is_empty() {
+                other.axis_limits.clone()
+            } else {
+                self.axis_limits.clone()
+            },
         }
     }
 

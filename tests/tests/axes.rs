@@ -40,3 +40,33 @@ async fn moves_outside_the_limits_and_ungranted_axes_are_refused() {
     let reason = report.reason.unwrap();
     assert!(reason.contains("axis `x` is not granted"), "{reason}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_granted_envelope_bounds_targets_and_speeds() {
+    let t = TestHost::new().await;
+    let manifest = || {
+        Some(grants(
+            "axes = [\"x\"]\n[axis_limits.x]\nmin = -1.0\nmax = 1.0\nmax_speed = 5.0\n",
+        ))
+    };
+    let report = t.probe("axis x 2 1 0", manifest()).await;
+    assert_eq!(report.status, FinishStatus::Failed);
+    let reason = report.reason.unwrap();
+    assert!(
+        reason.contains("outside the granted envelope [-1, 1]"),
+        "{reason}"
+    );
+    assert!(reason.contains("[axis_limits.x]"), "{reason}");
+
+    let report = t.probe("axis x 1 9 0", manifest()).await;
+    assert_eq!(report.status, FinishStatus::Failed);
+    assert!(
+        report
+            .reason
+            .unwrap()
+            .contains("speed 9 is above the granted 5")
+    );
+
+    let report = t.probe("axis x 0.5 5 0", manifest()).await;
+    assert_eq!(result_text(&report), "reached 0.500");
+}

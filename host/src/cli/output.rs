@@ -28,7 +28,7 @@ pub fn print_report(report: &JobReport) {
 fn print_node(r: &JobReport, prefix: &str, last: bool, root: bool) {
     let elapsed = r
         .elapsed_seconds
-        .map(|s| format!("{s:.2} s"))
+        .map(|s| format!("{s:.3} s"))
         .unwrap_or_else(|| "-".into());
     let branch = if root {
         String::new()
@@ -42,12 +42,11 @@ fn print_node(r: &JobReport, prefix: &str, last: bool, root: bool) {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let label = format!("{branch}{}", r.job_id);
     println!(
-        "{branch}{:<8} {:<16} {:<14} {:>9}  {dir}",
-        r.job_id,
+        "{label:<14} {:<16} {:<14} {elapsed:>9}  {dir}",
         r.task,
         r.state.as_str(),
-        elapsed
     );
     let child_prefix = if root {
         String::new()

@@ -3,6 +3,7 @@
 use crate::axes::{MotionEnd, MotionHandle};
 use crate::bindings::axes::{AxisInfo, Host, HostMotion, MotionEnd as WitEnd, MotionStatus};
 use crate::bindings::types::HostError;
+use crate::engine::lock;
 use crate::grants::Capability;
 use crate::interfaces::{
     PluginState, cancelled, check_len, denied, invalid, not_found, until_cancelled,
@@ -36,6 +37,18 @@ impl PluginState {
         let b = self.bound()?;
         let from = b.host.stage.position(id).unwrap_or_default();
         let target = target(from);
+        if let Some(envelope) = b.job.grants.axis_limits.get(id) {
+            if let Err(message) = envelope.check(id, target, speed) {
+                b.job.audit(&AuditEvent::Denied {
+                    capability: "axis_limits",
+                    name: id,
+                    message: &message,
+                });
+                return Err(denied(message));
+            }
+        }
+        // Without a speed, the axis's maximum, capped by the envelope.
+        let speed = speed.or_else(|| b.job.grants.axis_limits.get(id).and_then(|e| e.max_speed));
         b.job.audit(&AuditEvent::AxisMove {
             axis: id,
             target,
@@ -46,6 +59,7 @@ impl PluginState {
             .stage
             .move_to(id, target, speed)
             .map_err(|e| invalid(e.to_string()))?;
+        lock(&b.job.motions).push(motion.clone());
         Ok(MotionHandle {
             axis: id.to_string(),
             motion,

@@ -161,6 +161,8 @@ pub struct Job {
     next_process: AtomicU32,
     pub(crate) children: Mutex<Vec<Arc<Job>>>,
     pub(crate) processes: Mutex<Vec<Arc<ProcessShared>>>,
+    /// Motions the job started; any still moving stop at the job's end.
+    pub(crate) motions: Mutex<Vec<Arc<crate::axes::Motion>>>,
     pub(crate) times: Mutex<JobTimes>,
     pub(crate) audit: Audit,
     /// Where the job may name files: its own directory (read-write), its
@@ -202,6 +204,7 @@ impl Job {
             next_process: AtomicU32::new(1),
             children: Mutex::new(Vec::new()),
             processes: Mutex::new(Vec::new()),
+            motions: Mutex::new(Vec::new()),
             times: Mutex::new(JobTimes {
                 created: SystemTime::now(),
                 started: None,

@@ -98,6 +98,10 @@ async fn execute(host: Arc<HostShared>, job: Arc<Job>) -> JobResult {
 
 /// Stop what the job left running, write its files, record its end once.
 async fn settle(host: &Arc<HostShared>, job: &Arc<Job>, mut result: JobResult) {
+    // A job leaves no axis moving.
+    for motion in lock(&job.motions).drain(..) {
+        motion.stop();
+    }
     let processes = lock(&job.processes).clone();
     for p in &processes {
         if p.try_outcome().is_none() {
