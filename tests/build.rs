@@ -9,10 +9,16 @@ fn main() {
     let root = manifest.parent().unwrap().to_path_buf();
     let wasm = build(
         &root,
-        &[Guest {
-            package: "kiln-test-probe",
-            lib_name: "probe",
-        }],
+        &[
+            Guest {
+                package: "kiln-test-probe",
+                lib_name: "probe",
+            },
+            Guest {
+                package: "kiln-test-wrong-version",
+                lib_name: "wrong_version",
+            },
+        ],
     );
     rerun_if_changed(&manifest.join("plugins"));
     let dir = wasm[0].parent().unwrap();

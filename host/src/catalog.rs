@@ -92,6 +92,9 @@ const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Catalog {
     engine: Arc<PluginEngine>,
     sources: Mutex<BTreeMap<String, Source>>,
+    /// Tasks already loaded by name: a pipeline making thousands of
+    /// sub-jobs must not read and hash the component each time.
+    by_name: Mutex<HashMap<String, Arc<TaskInfo>>>,
     described: tokio::sync::Mutex<HashMap<String, Arc<TaskInfo>>>,
 }
 
@@ -100,6 +103,7 @@ impl Catalog {
         Catalog {
             engine,
             sources: Mutex::new(BTreeMap::new()),
+            by_name: Mutex::new(HashMap::new()),
             described: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -107,6 +111,7 @@ impl Catalog {
     /// Register a component under a task name without loading it yet.
     pub fn add_embedded(&self, name: &str, bytes: &'static [u8]) {
         lock(&self.sources).insert(name.to_string(), Source::Embedded(bytes));
+        lock(&self.by_name).remove(name);
     }
 
     /// Load a component file and register it under the name it describes.
@@ -118,6 +123,7 @@ impl Catalog {
             )
             .await?;
         lock(&self.sources).insert(info.name.clone(), Source::File(path.to_path_buf()));
+        lock(&self.by_name).insert(info.name.clone(), info.clone());
         Ok(info)
     }
 
@@ -134,6 +140,9 @@ impl Catalog {
     }
 
     pub async fn get(&self, name: &str) -> Result<Arc<TaskInfo>, CatalogError> {
+        if let Some(info) = lock(&self.by_name).get(name) {
+            return Ok(info.clone());
+        }
         let source = lock(&self.sources).get(name).cloned();
         let Some(source) = source else {
             return Err(CatalogError::UnknownTask {
@@ -148,6 +157,7 @@ impl Catalog {
                 detail: format!("the component describes itself as `{}`", info.name),
             });
         }
+        lock(&self.by_name).insert(name.to_string(), info.clone());
         Ok(info)
     }
 

@@ -32,9 +32,10 @@ pub enum PathError {
     Escapes { path: String, root: String },
 }
 
+/// A granted directory. It is opened for each check rather than held open:
+/// a pipeline may have thousands of jobs, and each would pin descriptors.
 struct Root {
     path: PathBuf,
-    dir: Dir,
     writable: bool,
 }
 
@@ -46,18 +47,14 @@ pub struct Roots {
 
 impl Roots {
     /// The job directory (read-write), `read_only` and `read_write`
-    /// directories. Directories that cannot be opened are left out (and so
+    /// directories. Directories that do not exist are left out (and so
     /// refuse everything below them).
     pub fn new(job_dir: &Path, read_only: &[PathBuf], read_write: &[PathBuf]) -> Roots {
         let mut roots = Vec::new();
         let mut add = |path: &Path, writable: bool| {
-            let Ok(canonical) = std::fs::canonicalize(path) else {
-                return;
-            };
-            if let Ok(dir) = Dir::open_ambient_dir(&canonical, ambient_authority()) {
+            if let Ok(canonical) = std::fs::canonicalize(path) {
                 roots.push(Root {
                     path: canonical,
-                    dir,
                     writable,
                 });
             }
@@ -116,17 +113,17 @@ impl Roots {
         if rest.as_os_str().is_empty() {
             return Ok(absolute);
         }
-        match root.dir.metadata(rest) {
+        let dir = Dir::open_ambient_dir(&root.path, ambient_authority()).map_err(|_| escapes())?;
+        match dir.metadata(rest) {
             Ok(_) => Ok(absolute),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Not there yet (an output): its directory must resolve
                 // inside the root, and a dangling link must not be the name.
-                if root.dir.symlink_metadata(rest).is_ok() {
+                if dir.symlink_metadata(rest).is_ok() {
                     return Err(escapes());
                 }
                 match rest.parent() {
-                    Some(parent) if !parent.as_os_str().is_empty() => root
-                        .dir
+                    Some(parent) if !parent.as_os_str().is_empty() => dir
                         .metadata(parent)
                         .map(|_| absolute.clone())
                         .map_err(|_| escapes()),

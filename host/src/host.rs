@@ -167,6 +167,7 @@ impl Host {
     /// Build a host with the standard tasks in its catalog. Must be called
     /// within a tokio runtime.
     pub fn new(config: HostConfig) -> Result<Host, LoadError> {
+        crate::process::close_inherited_fds_on_exec();
         let engine = PluginEngine::new(config.cache_dir)?;
         let catalog = Catalog::new(engine.clone());
         for (name, bytes) in crate::standard::STANDARD_TASKS {

@@ -130,3 +130,96 @@ async fn a_grandchild_holding_stdout_open_is_killed_and_does_not_hold_the_job() 
     }
     assert!(!alive(pid), "grandchild {pid} outlived its job");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn arguments_are_passed_literally_without_a_shell() {
+    let t = TestHost::new().await;
+    let report = t
+        .probe(
+            "outcome fake print-argv ;rm -rf x $(id) `id` -x --y |cat >out",
+            None,
+        )
+        .await;
+    assert_eq!(result_text(&report), "exited 0");
+    let argv = std::fs::read_to_string(report.job_dir.join("log.txt")).unwrap();
+    let words: Vec<&str> = argv.lines().skip(2).collect();
+    assert_eq!(
+        words,
+        [
+            ";rm", "-rf", "x", "$(id)", "`id`", "-x", "--y", "|cat", ">out"
+        ]
+    );
+    assert!(!report.job_dir.join("out").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_and_too_many_arguments_are_refused_before_spawning() {
+    let t = TestHost::new().await;
+    let r = t.probe("big-arg 1048576", None).await;
+    assert_eq!(r.status, FinishStatus::Failed);
+    assert!(
+        r.reason
+            .unwrap()
+            .contains("an argument of 1048576 bytes; the limit is 131072")
+    );
+    let r = t.probe("many-args 5000", None).await;
+    assert_eq!(r.status, FinishStatus::Failed);
+    assert!(
+        r.reason
+            .unwrap()
+            .contains("5002 arguments; the limit is 4096")
+    );
+    assert!(!r.job_dir.join("log.txt").exists(), "nothing was spawned");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ld_variables_are_never_passed_and_others_only_when_granted() {
+    let t = TestHost::new().await;
+    let r = t.probe("spawn-env LD_PRELOAD /tmp/evil.so", None).await;
+    assert_eq!(r.status, FinishStatus::Failed);
+    assert!(r.reason.unwrap().contains("`LD_PRELOAD` is never passed"));
+
+    let r = t
+        .probe(
+            "spawn-env CCP4_SCR /tmp",
+            Some(grants("programs = [\"fake\"]")),
+        )
+        .await;
+    assert_eq!(r.status, FinishStatus::Failed);
+    assert!(r.reason.unwrap().contains("add \"CCP4_SCR\" to `env`"));
+
+    let manifest = grants("programs = [\"fake\"]\nenv = [\"CCP4_SCR\"]");
+    let r = t.probe("spawn-env CCP4_SCR /scratch", Some(manifest)).await;
+    assert_eq!(result_text(&r), "CCP4_SCR=/scratch\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn programs_see_only_fds_0_1_and_2() {
+    let t = TestHost::new().await;
+    let r = t.probe("outcome fake list-fds", None).await;
+    assert_eq!(result_text(&r), "exited 0");
+    let fds = std::fs::read_to_string(r.job_dir.join("log.txt")).unwrap();
+    assert_eq!(fds.lines().collect::<Vec<_>>(), ["0", "1", "2"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_blocked_on_a_program_forever_is_ended_by_the_wall_limit() {
+    let t = TestHost::new().await;
+    let started = std::time::Instant::now();
+    let r = t
+        .probe(
+            "outcome fake sleep 600",
+            Some(grants(
+                "programs = [\"fake\"]\n[limits]\nwall_seconds = 1\n",
+            )),
+        )
+        .await;
+    assert_eq!(r.status, FinishStatus::Failed);
+    let reason = r.reason.unwrap();
+    assert!(reason.contains("wall time"), "{reason}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}

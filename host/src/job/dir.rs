@@ -29,15 +29,25 @@ fn highest_job_number(dir: &Path) -> u32 {
         .unwrap_or(0)
 }
 
-/// Create `job_N` in `parent` with `N` at least `at_least` and above every
-/// existing `job_N`; returns `N` and the directory.
-pub(crate) fn create_numbered(parent: &Path, at_least: u32) -> Result<(u32, PathBuf), JobDirError> {
+/// Create `job_N` in `parent` with `N` at least `at_least`; with `scan`,
+/// also above every existing `job_N` (one directory listing: done for the
+/// first number only, since a pipeline may make thousands). Returns `N` and
+/// the directory.
+pub(crate) fn create_numbered(
+    parent: &Path,
+    at_least: u32,
+    scan: bool,
+) -> Result<(u32, PathBuf), JobDirError> {
     let err = |source| JobDirError {
         parent: parent.display().to_string(),
         source,
     };
     std::fs::create_dir_all(parent).map_err(err)?;
-    let mut n = at_least.max(highest_job_number(parent) + 1);
+    let mut n = if scan {
+        at_least.max(highest_job_number(parent) + 1)
+    } else {
+        at_least
+    };
     loop {
         let dir = parent.join(format!("job_{n}"));
         match std::fs::create_dir(&dir) {
@@ -51,7 +61,7 @@ pub(crate) fn create_numbered(parent: &Path, at_least: u32) -> Result<(u32, Path
 
 /// A new top-level job directory in `jobs_dir`: its number and path.
 pub fn allocate_top_level(jobs_dir: &Path) -> Result<(u32, PathBuf), JobDirError> {
-    create_numbered(jobs_dir, 1)
+    create_numbered(jobs_dir, 1, true)
 }
 
 /// Write a file in a job directory: temp file, fsync, rename, so a reader
@@ -76,7 +86,10 @@ mod tests {
         let (n, dir) = allocate_top_level(tmp.path()).unwrap();
         assert_eq!(n, 8);
         assert!(dir.ends_with("job_8") && dir.is_dir());
-        let (n, _) = create_numbered(tmp.path(), 1).unwrap();
+        let (n, _) = create_numbered(tmp.path(), 1, true).unwrap();
         assert_eq!(n, 9);
+        // Without a scan, taken numbers are still skipped.
+        let (n, _) = create_numbered(tmp.path(), 8, false).unwrap();
+        assert_eq!(n, 10);
     }
 }

@@ -264,7 +264,7 @@ impl Job {
     /// any that exist already.
     pub(crate) fn allocate_child_dir(&self) -> Result<(u32, PathBuf), JobDirError> {
         let wanted = self.next_child.fetch_add(1, Ordering::SeqCst);
-        let (n, dir) = create_numbered(&self.dir, wanted)?;
+        let (n, dir) = create_numbered(&self.dir, wanted, wanted == 1)?;
         self.next_child.fetch_max(n + 1, Ordering::SeqCst);
         Ok((n, dir))
     }

@@ -197,6 +197,31 @@ pub fn spawn(spec: SpawnSpec) -> Arc<ProcessShared> {
     shared
 }
 
+/// Mark every descriptor above 2 close-on-exec. Descriptors the host was
+/// started with (a jobserver pipe, a shell's stray fd) would otherwise leak
+/// into every program, because spawning keeps inherited descriptors that
+/// lack the flag; everything Rust opens has it already.
+pub fn close_inherited_fds_on_exec() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD only change the descriptor's flags; a
+        // descriptor closed meanwhile (the directory listing's own) makes
+        // them fail with EBADF, which is harmless.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
 fn create_log(path: &PathBuf) -> std::io::Result<tokio::fs::File> {
     let f = std::fs::OpenOptions::new()
         .create(true)

@@ -23,6 +23,10 @@
 //! - `make TASK`: make a sub-job of TASK (without starting it).
 //! - `read-dir PATH`: list a directory through WASI.
 //! - `env`: count the environment variables the plugin can see.
+//! - `spawn-env NAME VALUE`: run `fake print-env` with one extra variable.
+//! - `big-arg BYTES`: run `fake exit 0` with one argument of BYTES bytes.
+//! - `many-args N`: run `fake exit 0` with N one-byte arguments.
+//! - `handles N`: make N `probe` sub-jobs, keeping every handle.
 
 use kiln_sdk::bindings::kiln::plugin::axes;
 use kiln_sdk::{Description, Job, Outcome, Task, TaskError, wait_any_process};
@@ -39,6 +43,7 @@ impl Task for Probe {
             .programs(["fake", "missing", "not-executable"])
             .tasks(["probe"])
             .axes(["x", "phi"])
+            .env(["CCP4_SCR"])
     }
 
     fn run(job: &Job) -> Result<(), TaskError> {
@@ -73,6 +78,39 @@ impl Task for Probe {
                 Err(e) => return Err(TaskError::failed(format!("read-dir {path}: {e}"))),
             },
             ["env"] => std::env::vars().count().to_string(),
+            ["spawn-env", name, value] => {
+                let finished = job
+                    .program("fake")
+                    .arg("print-env")
+                    .env(name, value)
+                    .run()?;
+                finished.check()?;
+                finished.stdout_text()
+            }
+            ["big-arg", bytes] => {
+                let n: usize = bytes.parse().map_err(|_| TaskError::failed("bad size"))?;
+                job.program("fake")
+                    .args(["exit", "0"])
+                    .arg("x".repeat(n))
+                    .run()?;
+                "spawned".to_string()
+            }
+            ["many-args", n] => {
+                let n: usize = n.parse().map_err(|_| TaskError::failed("bad count"))?;
+                job.program("fake")
+                    .args(["exit", "0"])
+                    .args(std::iter::repeat_n("x", n))
+                    .run()?;
+                "spawned".to_string()
+            }
+            ["handles", n] => {
+                let n: usize = n.parse().map_err(|_| TaskError::failed("bad count"))?;
+                let mut kept = Vec::with_capacity(n);
+                for _ in 0..n {
+                    kept.push(job.sub_job("probe")?);
+                }
+                kept.len().to_string()
+            }
             _ => return Err(TaskError::failed(format!("unknown probe mode `{mode}`"))),
         };
         job.set("outputData.RESULT", result)?;
