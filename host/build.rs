@@ -1,6 +1,8 @@
-//! Builds the standard tasks (plugins/*) for wasm32-wasip2 and embeds them.
+//! Builds the standard tasks (plugins/*) for wasm32-wasip2 and embeds them,
+//! and builds the confinement helper `kiln-confine` that native programs are
+//! spawned through (its path is baked in as the fallback location).
 
-use kiln_guest_build::{Guest, build, rerun_if_changed};
+use kiln_guest_build::{Guest, build, build_native_tool, rerun_if_changed};
 use std::path::PathBuf;
 
 /// Standard tasks: (package, lib name = task name).
@@ -31,4 +33,8 @@ fn main() {
     code.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("standard_tasks.rs");
     std::fs::write(out, code).unwrap();
+
+    let helper = build_native_tool(&root, "kiln-confine", "kiln-confine");
+    rerun_if_changed(&root.join("confine"));
+    println!("cargo:rustc-env=KILN_CONFINE_BUILT={}", helper.display());
 }

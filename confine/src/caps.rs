@@ -62,7 +62,15 @@ pub(crate) fn clear() -> Result<bool, ConfineError> {
     }
     // SAFETY: prctl with integer arguments only. EINVAL means a kernel
     // without ambient capabilities, so there is nothing to clear.
-    let r = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
     if r != 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EINVAL) {
@@ -76,28 +84,34 @@ pub(crate) fn clear() -> Result<bool, ConfineError> {
         capset(&data).map_err(|e| fail("clearing the inheritable set", e))?;
     }
     let has_setpcap = data[0].effective & (1 << CAP_SETPCAP) != 0;
-    // Capability numbers past the kernel's last one read as EINVAL.
+    if !has_setpcap {
+        return if bounding_set_is_empty() {
+            Ok(true)
+        } else {
+            Err(ConfineError::Capabilities(
+                "CAP_SETPCAP is missing, so the bounding set cannot be emptied".into(),
+            ))
+        };
+    }
+    // Capability numbers past the kernel's last one fail with EINVAL.
     for cap in 0..64 {
         // SAFETY: as above.
-        let r = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) };
-        if r < 0 {
-            break;
-        }
-        if r == 0 {
-            continue;
-        }
-        if !has_setpcap {
-            return Err(ConfineError::Capabilities(
-                "the bounding set is not empty and CAP_SETPCAP is missing".into(),
-            ));
-        }
-        // SAFETY: as above.
         if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
-            return Err(fail(
-                &format!("dropping capability {cap}"),
-                io::Error::last_os_error(),
-            ));
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINVAL) && cap > 0 {
+                break;
+            }
+            return Err(fail(&format!("dropping capability {cap}"), e));
         }
     }
     Ok(true)
+}
+
+fn bounding_set_is_empty() -> bool {
+    // SAFETY: prctl with integer arguments only; EINVAL (-1) past the last
+    // capability ends the scan.
+    (0..64)
+        .map(|cap| unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) })
+        .take_while(|r| *r >= 0)
+        .all(|r| r == 0)
 }

@@ -19,7 +19,11 @@ pub fn cloexec_inherited_fds() -> Result<(), ConfineError> {
     let entries = std::fs::read_dir("/proc/self/fd").map_err(ConfineError::Fds)?;
     for entry in entries {
         let entry = entry.map_err(ConfineError::Fds)?;
-        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         // EBADF: the directory's own descriptor, closed by now.

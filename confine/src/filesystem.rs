@@ -52,7 +52,9 @@ pub(crate) fn kernel_abi() -> Result<u32, io::Error> {
 
 pub(crate) fn unavailable_reason(e: &io::Error) -> String {
     match e.raw_os_error() {
-        Some(libc::EOPNOTSUPP) => "Landlock is disabled in this kernel (boot parameter lsm=)".into(),
+        Some(libc::EOPNOTSUPP) => {
+            "Landlock is disabled in this kernel (boot parameter lsm=)".into()
+        }
         Some(libc::ENOSYS) => "this kernel is built without Landlock".into(),
         _ => format!("Landlock version query failed: {e}"),
     }

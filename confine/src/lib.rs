@@ -41,6 +41,27 @@
 //! environment and prints the resulting [`Applied`] as JSON instead of
 //! running anything ([`check`]); `kiln-confine --hold-netns` is the holder of
 //! a [`SharedNetns`]; `kiln-confine --probe` prints [`probe`] as JSON.
+//!
+//! # What the host does
+//!
+//! - At start: [`probe`] (or [`check`] with a typical policy, which is
+//!   definitive) and tell the user once about anything missing, including
+//!   [`Support::landlock_gaps`]; start one [`SharedNetns`] and put its
+//!   [`SharedNetns::network`] into every policy that denies the network.
+//! - Per program: [`command`], then arguments, the allowlisted environment,
+//!   stdio, working directory and its own process group; grant the job
+//!   directory read-write, the program's install prefix read-only, and set
+//!   `TMPDIR` inside a writable grant.
+//!
+//! # Cost
+//!
+//! Going through the helper costs one more exec than a plain spawn; that
+//! exec and the dynamic loading of the helper dominate. Applying a typical
+//! policy (Landlock with the system paths, rlimits, capabilities) costs tens
+//! of microseconds; joining the shared network namespace a few tens more;
+//! creating a namespace per spawn costs hundreds, hence [`SharedNetns`].
+//! A statically linked helper (`-C target-feature=+crt-static`) starts
+//! noticeably faster. `tests/bench.rs` measures all of this.
 
 mod caps;
 mod error;

@@ -2,9 +2,9 @@
 //! `KILN_CONFINE_POLICY`, then exec the program in place. The contract (argv,
 //! environment, exit codes) is documented on the `kiln_confine` crate.
 
-use kiln_confine::{
-    EXIT_CONFINE_FAILED, EXIT_EXEC_FAILED, POLICY_ENV, Policy, STDERR_PREFIX,
-};
+#![no_main]
+
+use kiln_confine::{EXIT_CONFINE_FAILED, EXIT_EXEC_FAILED, POLICY_ENV, Policy, STDERR_PREFIX};
 use std::ffi::{CString, OsString};
 use std::fmt::Display;
 use std::io::{self, Write};
@@ -15,11 +15,20 @@ const USAGE: &str = "usage: KILN_CONFINE_POLICY=<json> kiln-confine -- /absolute
      or: KILN_CONFINE_POLICY=<json> kiln-confine --check\n   \
      or: kiln-confine --hold-netns | --probe";
 
-fn main() {
+// Without std's runtime start-up: it would read /proc/self/maps for the
+// main thread's stack guard and install a stack-overflow handler, wasted on
+// a process that execs within a millisecond. On glibc std still captures
+// argv and the environment on its own.
+#[unsafe(no_mangle)]
+extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    // A closed stderr or stdout is an error to report, not a reason to die
+    // before the program runs; `reset_signals` restores the default for it.
+    // SAFETY: setting a disposition in a single-threaded process.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let mut args = std::env::args_os().skip(1);
     let mode = args.next();
     let rest: Vec<OsString> = args.collect();
-    let code = match mode.as_ref().map(|m| m.as_bytes()) {
+    match mode.as_ref().map(|m| m.as_bytes()) {
         Some(b"--") if !rest.is_empty() => run(rest),
         Some(b"--check") if rest.is_empty() => check(),
         Some(b"--hold-netns") if rest.is_empty() => match kiln_confine::hold_netns() {
@@ -28,8 +37,7 @@ fn main() {
         },
         Some(b"--probe") if rest.is_empty() => print_json(&kiln_confine::probe()),
         _ => fail(USAGE),
-    };
-    std::process::exit(code);
+    }
 }
 
 /// Applies the policy and execs; returns only with an exit status on failure.
@@ -130,7 +138,8 @@ fn null_terminated(items: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
-/// Ignored signals stay ignored across exec, and Rust ignores SIGPIPE.
+/// Ignored signals stay ignored across exec: neither the helper's nor its
+/// parent's ignored SIGPIPE may reach the program.
 fn reset_signals() {
     // SAFETY: resetting a disposition and emptying the mask of this
     // single-threaded process.
@@ -167,4 +176,3 @@ fn fail(msg: impl Display) -> i32 {
     say(msg);
     EXIT_CONFINE_FAILED
 }
-

@@ -68,7 +68,9 @@ pub(crate) fn unshare_net() -> Result<NetworkApplied, ConfineError> {
     }
     let direct = io::Error::last_os_error();
     if direct.raw_os_error() != Some(libc::EPERM) {
-        return Err(ConfineError::Network(format!("unshare(CLONE_NEWNET): {direct}")));
+        return Err(ConfineError::Network(format!(
+            "unshare(CLONE_NEWNET): {direct}"
+        )));
     }
     // SAFETY: as above; getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -108,7 +110,9 @@ fn setns(ns: &NsFile, kind: libc::c_int) -> Result<(), ConfineError> {
     let file = File::open(&ns.path).map_err(|e| fail(e.to_string()))?;
     let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
     if (meta.dev(), meta.ino()) != (ns.dev, ns.ino) {
-        return Err(fail("it is not the namespace the host created (its holder exited?)".into()));
+        return Err(fail(
+            "it is not the namespace the host created (its holder exited?)".into(),
+        ));
     }
     // SAFETY: a valid namespace descriptor and a namespace type.
     if unsafe { libc::setns(file.as_raw_fd(), kind) } != 0 {
@@ -187,9 +191,7 @@ impl SharedNetns {
             .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
-            .map_err(|e| {
-                ConfineError::Helper(format!("cannot start {}: {e}", helper.display()))
-            })?;
+            .map_err(|e| ConfineError::Helper(format!("cannot start {}: {e}", helper.display())))?;
         let stdin = child.stdin.take();
         let mut line = String::new();
         let read = match child.stdout.take() {

@@ -118,7 +118,8 @@ pub struct NsFile {
 }
 
 /// Read-only paths any dynamically linked program needs, limited to those
-/// that exist here.
+/// that exist here, with symlinks resolved now (except `/proc/self`) and
+/// paths inside another one dropped.
 ///
 /// - `/usr`, `/lib`, `/lib64`, `/bin`, `/sbin`: binaries, the dynamic loader,
 ///   shared libraries, locale and timezone data, Python's standard library.
@@ -169,15 +170,27 @@ pub fn system_read_write_paths() -> Vec<PathBuf> {
     existing(&["/dev/null"])
 }
 
+/// The paths that exist, symlinks resolved, without those inside another
+/// (on merged-/usr systems `/bin`, `/lib`, `/lib64` and `/sbin` point into
+/// `/usr`): each path costs the helper a few syscalls per spawn.
 fn existing(paths: &[&str]) -> Vec<PathBuf> {
-    paths
+    let mut out: Vec<PathBuf> = paths
         .iter()
         .map(Path::new)
-        // symlink_metadata: /proc/self and /lib64 may be symlinks; whether
-        // the target exists is decided when the helper opens them.
-        .filter(|p| p.symlink_metadata().is_ok())
-        .map(Path::to_path_buf)
-        .collect()
+        .filter_map(|p| {
+            if p.starts_with("/proc/self") {
+                // Must stay symbolic: resolved here it would name the host.
+                p.symlink_metadata().ok().map(|_| p.to_path_buf())
+            } else {
+                std::fs::canonicalize(p).ok()
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    let all = out.clone();
+    out.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
+    out
 }
 
 #[cfg(test)]
@@ -211,6 +224,13 @@ mod tests {
     fn system_paths_exclude_secrets() {
         let ro = system_read_only_paths();
         assert!(ro.iter().any(|p| p == Path::new("/usr")));
+        assert!(ro.iter().any(|p| p == Path::new("/proc/self")));
+        for p in &ro {
+            assert!(
+                !ro.iter().any(|q| q != p && p.starts_with(q)),
+                "{p:?} is nested"
+            );
+        }
         for p in ro.iter().chain(system_read_write_paths().iter()) {
             assert!(!Path::new("/etc/shadow").starts_with(p), "{p:?}");
             assert!(!Path::new("/etc/passwd").starts_with(p), "{p:?}");

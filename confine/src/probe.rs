@@ -39,7 +39,10 @@ impl Support {
 /// See [`Support::landlock_gaps`].
 pub fn landlock_gaps(abi: u32) -> Vec<String> {
     let gaps: [(u32, &str); 7] = [
-        (1, "Landlock is unavailable: the filesystem is not restricted"),
+        (
+            1,
+            "Landlock is unavailable: the filesystem is not restricted",
+        ),
         (
             2,
             "files cannot be renamed or linked between directories at all (ABI 2 allows it within grants)",

@@ -12,18 +12,20 @@ pub(crate) fn set_all(
     require: bool,
     warnings: &mut Vec<String>,
 ) -> Result<Rlimits, ConfineError> {
-    let mut applied = Rlimits::default();
     // SIGXCPU at the soft limit lets a program write what it has; SIGKILL a
     // second later ends one that ignores it.
-    applied.cpu_seconds = set(limits.cpu_seconds, libc::RLIMIT_CPU, "CPU time", 1)?;
-    applied.file_size_bytes = set(limits.file_size_bytes, libc::RLIMIT_FSIZE, "file size", 0)?;
-    applied.open_files = set(limits.open_files, libc::RLIMIT_NOFILE, "open files", 0)?;
-    applied.address_space_bytes = set(
-        limits.address_space_bytes,
-        libc::RLIMIT_AS,
-        "address space",
-        0,
-    )?;
+    let mut applied = Rlimits {
+        cpu_seconds: set(limits.cpu_seconds, libc::RLIMIT_CPU, "CPU time", 1)?,
+        file_size_bytes: set(limits.file_size_bytes, libc::RLIMIT_FSIZE, "file size", 0)?,
+        open_files: set(limits.open_files, libc::RLIMIT_NOFILE, "open files", 0)?,
+        address_space_bytes: set(
+            limits.address_space_bytes,
+            libc::RLIMIT_AS,
+            "address space",
+            0,
+        )?,
+        processes: None,
+    };
     if let Some(n) = limits.processes {
         // SAFETY: getuid cannot fail.
         if unsafe { libc::getuid() } == 0 {

@@ -219,7 +219,10 @@ fn shared_namespace_is_joined_and_verified() {
 
     let pid = holder.pid();
     drop(holder);
-    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "holder left behind");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "holder left behind"
+    );
     // A stale reference is never joined: the helper falls back to a private
     // namespace and says so.
     let applied = kiln_confine::check(Path::new(HELPER), &p).unwrap();
@@ -272,7 +275,10 @@ fn rlimit_address_space() {
     let r = run(
         &p,
         "/usr/bin/python3",
-        &["-c", "try:\n    bytearray(1 << 30)\nexcept MemoryError:\n    print('refused')"],
+        &[
+            "-c",
+            "try:\n    bytearray(1 << 30)\nexcept MemoryError:\n    print('refused')",
+        ],
     );
     assert!(r.status.success(), "{}", r.stderr);
     assert_eq!(r.stdout.trim(), "refused");
@@ -299,12 +305,17 @@ fn processes_limit_is_refused_for_root_unless_optional() {
     assert!(r.status.success(), "{}", r.stderr);
     assert_eq!(r.stdout, "ran\n");
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
-    assert!(r.stderr.starts_with("kiln-confine: warning: "), "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with("kiln-confine: warning: "),
+        "{}",
+        r.stderr
+    );
 }
 
 /// Lists the descriptors 3..1024 that are open in the program, without
 /// opening any itself (a directory listing would add its own).
-const LIST_FDS: &str = "for ((i = 3; i < 1024; i++)); do [ -e /proc/$$/fd/$i ] && echo $i; done; true";
+const LIST_FDS: &str =
+    "for ((i = 3; i < 1024; i++)); do [ -e /proc/$$/fd/$i ] && echo $i; done; true";
 
 #[test]
 fn only_stdio_reaches_the_program() {
@@ -420,7 +431,10 @@ fn exit_codes_say_who_failed() {
 
     let r = run(&p, "/nonexistent/program", &[]);
     assert_eq!(r.status.code(), Some(EXIT_EXEC_FAILED));
-    assert!(r.stderr.starts_with("kiln-confine: cannot execute /nonexistent/program"));
+    assert!(
+        r.stderr
+            .starts_with("kiln-confine: cannot execute /nonexistent/program")
+    );
 
     // Outside every grant: Landlock refuses the exec (the program file itself
     // is granted, so this needs a script whose interpreter is not).
@@ -435,16 +449,29 @@ fn exit_codes_say_who_failed() {
     bad.read_only.push("/does/not/exist".into());
     let r = run(&bad, "/bin/true", &[]);
     assert_eq!(r.status.code(), Some(EXIT_CONFINE_FAILED));
-    assert!(r.stderr.contains("cannot open granted path /does/not/exist"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("cannot open granted path /does/not/exist"),
+        "{}",
+        r.stderr
+    );
 
     let mut raw = Command::new(HELPER);
-    raw.env_clear().env(POLICY_ENV, "{\"network\":\"denied\"}").args(["--", "/bin/true"]);
+    raw.env_clear()
+        .env(POLICY_ENV, "{\"network\":\"denied\"}")
+        .args(["--", "/bin/true"]);
     let r = wait(raw);
     assert_eq!(r.status.code(), Some(EXIT_CONFINE_FAILED));
-    assert!(r.stderr.starts_with("kiln-confine: invalid policy"), "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with("kiln-confine: invalid policy"),
+        "{}",
+        r.stderr
+    );
 
     let mut raw = Command::new(HELPER);
-    raw.env_clear().env(POLICY_ENV, p.to_json().unwrap()).args(["--", "true"]);
+    raw.env_clear()
+        .env(POLICY_ENV, p.to_json().unwrap())
+        .args(["--", "true"]);
     let r = wait(raw);
     assert_eq!(r.status.code(), Some(EXIT_CONFINE_FAILED));
     assert!(r.stderr.contains("not absolute"), "{}", r.stderr);
@@ -453,7 +480,11 @@ fn exit_codes_say_who_failed() {
     raw.env_clear().args(["--", "/bin/true"]);
     let r = wait(raw);
     assert_eq!(r.status.code(), Some(EXIT_CONFINE_FAILED));
-    assert!(r.stderr.contains("KILN_CONFINE_POLICY is not set"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("KILN_CONFINE_POLICY is not set"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -461,7 +492,11 @@ fn arguments_pass_literally() {
     let rw = tempfile::tempdir().unwrap();
     let p = policy(rw.path());
     let args = ["; rm -rf /", "$(id)", "-n", "a b", ""];
-    let r = run(&p, "/usr/bin/printf", &["[%s]", args[0], args[1], args[2], args[3], args[4]]);
+    let r = run(
+        &p,
+        "/usr/bin/printf",
+        &["[%s]", args[0], args[1], args[2], args[3], args[4]],
+    );
     assert!(r.status.success(), "{}", r.stderr);
     assert_eq!(r.stdout, "[; rm -rf /][$(id)][-n][a b][]");
 }
@@ -514,7 +549,11 @@ fn unprivileged_user_gets_a_user_namespace() {
     let r = wait(cmd);
     assert!(!r.status.success());
     assert!(!accepted(&listener));
-    assert!(r.stderr.contains("/etc/shadow: Permission denied"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("/etc/shadow: Permission denied"),
+        "{}",
+        r.stderr
+    );
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(&inside).unwrap().uid(), nobody);
 
@@ -551,7 +590,12 @@ fn unprivileged_user_gets_a_user_namespace() {
     holder.wait().unwrap();
     assert!(r.status.success(), "{}", r.stderr);
     let applied: kiln_confine::Applied = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(applied.network, NetworkApplied::Joined, "{:?}", applied.warnings);
+    assert_eq!(
+        applied.network,
+        NetworkApplied::Joined,
+        "{:?}",
+        applied.warnings
+    );
 }
 
 #[test]
@@ -561,7 +605,10 @@ fn system_paths_run_common_programs() {
     let r = run(
         &p,
         "/usr/bin/python3",
-        &["-c", "import os, json, ssl, locale; print(os.cpu_count() > 0)"],
+        &[
+            "-c",
+            "import os, json, ssl, locale; print(os.cpu_count() > 0)",
+        ],
     );
     assert!(r.status.success(), "{}", r.stderr);
     assert_eq!(r.stdout, "True\n");

@@ -72,6 +72,50 @@ pub fn build(workspace_root: &Path, guests: &[Guest<'_>]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Build binary `bin` of `package` for the host, statically linked where the
+/// toolchain can (a static helper execs measurably faster), into the same
+/// separate target directory; returns the executable's path.
+pub fn build_native_tool(workspace_root: &Path, package: &str, bin: &str) -> PathBuf {
+    let target_dir = guest_target_dir();
+    let triple = std::env::var("TARGET").expect("TARGET is set for build scripts");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let run = |static_link: bool| {
+        let mut cmd = Command::new(&cargo);
+        cmd.arg("build")
+            .arg("--release")
+            .arg("--target")
+            .arg(&triple)
+            .arg("--manifest-path")
+            .arg(workspace_root.join("Cargo.toml"))
+            .arg("-p")
+            .arg(package)
+            .arg("--bin")
+            .arg(bin)
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET")
+            .env_remove("CARGO_PRIMARY_PACKAGE");
+        // An explicit --target keeps these flags off build scripts and
+        // proc-macros, which cannot be static.
+        if static_link {
+            cmd.env("RUSTFLAGS", "-C target-feature=+crt-static");
+        } else {
+            cmd.env_remove("RUSTFLAGS");
+        }
+        cmd.status().map(|s| s.success()).unwrap_or(false)
+    };
+    if !run(true) && !run(false) {
+        panic!(
+            "failed to build {bin} (package {package}) for {triple}; see the cargo output above"
+        );
+    }
+    let exe = target_dir.join(&triple).join("release").join(bin);
+    if !exe.is_file() {
+        panic!("the build of {package} did not produce {}", exe.display());
+    }
+    exe
+}
+
 /// Tell cargo to rebuild when a guest crate's sources change.
 pub fn rerun_if_changed(dir: &Path) {
     println!("cargo:rerun-if-changed={}", dir.display());

@@ -270,6 +270,7 @@ async fn describe(
         network: r.network,
         limits: Default::default(),
         axis_limits: Default::default(),
+        require_confinement: false,
     };
     Ok(TaskInfo {
         name: desc.name,

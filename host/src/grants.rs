@@ -14,6 +14,7 @@
 //! max_speed = 2.0
 //! env = ["CCP4_SCR"]                 # env names passed to programs
 //! network = false                    # network for native programs
+//! require_confinement = false        # refuse to run programs unconfined
 //!
 //! [limits]
 //! memory_mib = 512                   # wasm linear memory per plugin
@@ -21,6 +22,10 @@
 //! cpu_seconds = 600                  # time spent running wasm
 //! processes = 8                      # programs running at once per job
 //! output_bytes = 16777216            # captured output a plugin can read back
+//! program_cpu_seconds = 3600         # rlimits of native programs (optional)
+//! program_file_size_bytes = 1073741824
+//! program_open_files = 1024
+//! program_memory_bytes = 8589934592
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +49,14 @@ pub struct Limits {
     /// Captured stdout/stderr a plugin can read back per program, bytes; the
     /// log files hold everything regardless.
     pub output_bytes: u64,
+    /// CPU seconds a native program may use (RLIMIT_CPU).
+    pub program_cpu_seconds: Option<u64>,
+    /// Largest file a native program may write, bytes (RLIMIT_FSIZE).
+    pub program_file_size_bytes: Option<u64>,
+    /// Files a native program may have open (RLIMIT_NOFILE).
+    pub program_open_files: Option<u64>,
+    /// Address space of a native program, bytes (RLIMIT_AS).
+    pub program_memory_bytes: Option<u64>,
 }
 
 impl Default for Limits {
@@ -54,6 +67,10 @@ impl Default for Limits {
             cpu_seconds: 3600,
             processes: 8,
             output_bytes: 16 << 20,
+            program_cpu_seconds: None,
+            program_file_size_bytes: None,
+            program_open_files: None,
+            program_memory_bytes: None,
         }
     }
 }
@@ -73,7 +90,22 @@ impl Limits {
             cpu_seconds: self.cpu_seconds.min(other.cpu_seconds),
             processes: self.processes.min(other.processes),
             output_bytes: self.output_bytes.min(other.output_bytes),
+            program_cpu_seconds: min_opt(self.program_cpu_seconds, other.program_cpu_seconds),
+            program_file_size_bytes: min_opt(
+                self.program_file_size_bytes,
+                other.program_file_size_bytes,
+            ),
+            program_open_files: min_opt(self.program_open_files, other.program_open_files),
+            program_memory_bytes: min_opt(self.program_memory_bytes, other.program_memory_bytes),
         }
+    }
+}
+
+/// The tighter of two optional limits (none is no limit).
+fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -120,6 +152,8 @@ pub struct Grants {
     pub write_dirs: BTreeSet<String>,
     pub network: bool,
     pub limits: Limits,
+    /// Refuse to run native programs unless they can be fully confined.
+    pub require_confinement: bool,
     /// Envelopes of granted axes; an axis without one may use its whole
     /// range.
     pub axis_limits: std::collections::BTreeMap<String, AxisEnvelope>,
@@ -205,6 +239,7 @@ impl Grants {
                 .collect(),
             network: self.network && other.network,
             limits: self.limits.min(&other.limits),
+            require_confinement: self.require_confinement || other.require_confinement,
             // Envelopes are the operator's: whichever side has them.
             axis_limits: if self.axis_limits.is_empty() {
                 other.axis_limits.clone()

@@ -7,6 +7,7 @@ use crate::engine::{LoadError, PluginEngine};
 use crate::events::{Event, EventBus, EventKind};
 use crate::grants::Grants;
 use crate::job::{self, FinishStatus, Job, JobResult, JobState};
+use crate::process::Confinement;
 use crate::registry::Registry;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -23,6 +24,10 @@ pub struct HostConfig {
     pub cache_dir: Option<PathBuf>,
     /// The stage serving the axes interface.
     pub stage: SimulatedStage,
+    /// The confinement helper; `None` runs programs unconfined.
+    pub confine_helper: Option<PathBuf>,
+    /// Refuse to run any program that cannot be fully confined.
+    pub require_confinement: bool,
 }
 
 impl HostConfig {
@@ -32,6 +37,8 @@ impl HostConfig {
             registry,
             cache_dir: default_cache_dir(),
             stage: SimulatedStage::default_stage(),
+            confine_helper: crate::process::find_helper(),
+            require_confinement: false,
         }
     }
 }
@@ -53,6 +60,7 @@ pub(crate) struct HostShared {
     pub catalog: Catalog,
     pub registry: Registry,
     pub stage: SimulatedStage,
+    pub confinement: Confinement,
     pub events: EventBus,
     pub jobs_dir: PathBuf,
     /// Cancelling this cancels every job.
@@ -179,6 +187,7 @@ impl Host {
                 catalog,
                 registry: config.registry,
                 stage: config.stage,
+                confinement: Confinement::new(config.confine_helper, config.require_confinement),
                 events: EventBus::default(),
                 jobs_dir: config.jobs_dir,
                 shutdown: CancellationToken::new(),

@@ -190,7 +190,10 @@ async fn ld_variables_are_never_passed_and_others_only_when_granted() {
 
     let manifest = grants("programs = [\"fake\"]\nenv = [\"CCP4_SCR\"]");
     let r = t.probe("spawn-env CCP4_SCR /scratch", Some(manifest)).await;
-    assert_eq!(result_text(&r), "CCP4_SCR=/scratch\n");
+    let env = result_text(&r);
+    let names: Vec<&str> = env.lines().map(|l| l.split('=').next().unwrap()).collect();
+    assert_eq!(names, ["CCP4_SCR", "TMPDIR"], "{env}");
+    assert!(env.contains("CCP4_SCR=/scratch\n"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -34,6 +34,10 @@ pub struct HostArgs {
     /// Extra task components, usable as sub-tasks by name.
     #[arg(long = "plugin", value_name = "FILE.wasm")]
     pub plugins: Vec<PathBuf>,
+    /// Refuse to run native programs that cannot be fully confined
+    /// (Landlock, network namespace, rlimits).
+    #[arg(long)]
+    pub require_confinement: bool,
 }
 
 #[derive(Subcommand)]
@@ -148,7 +152,8 @@ pub async fn build_host(
     registry: kiln_host::registry::Registry,
 ) -> anyhow::Result<kiln_host::Host> {
     use anyhow::Context;
-    let config = kiln_host::HostConfig::new(&args.jobs_dir, registry);
+    let mut config = kiln_host::HostConfig::new(&args.jobs_dir, registry);
+    config.require_confinement = args.require_confinement;
     let host = kiln_host::Host::new(config).context("failed to start the host")?;
     for p in &args.plugins {
         host.catalog()

@@ -127,6 +127,15 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
     if let Some(pin) = &entry.sha256 {
         verify_pin(&entry.path, pin)?;
     }
+    let confine = b
+        .host
+        .confinement
+        .policy_for(job, &entry.path)
+        .map_err(failed)?;
+    // Programs get a scratch directory inside what they may write.
+    if !env.iter().any(|(k, _)| k == "TMPDIR") {
+        env.push(("TMPDIR".into(), job.dir.display().to_string()));
+    }
     let mut args = entry.args.clone();
     args.extend(req.args.iter().cloned());
     let spec = SpawnSpec {
@@ -140,6 +149,7 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
         timeout: req.timeout_ms.map(Duration::from_millis),
         capture_limit: usize::try_from(job.grants.limits.output_bytes).unwrap_or(usize::MAX),
         grace: KILL_GRACE,
+        confine,
     };
     Ok((spec, req.program.clone()))
 }

@@ -157,6 +157,7 @@ pub struct Job {
     pub(crate) cancel: CancellationToken,
     state: Mutex<JobState>,
     done: watch::Sender<Option<JobResult>>,
+    ending: std::sync::atomic::AtomicBool,
     next_child: AtomicU32,
     next_process: AtomicU32,
     pub(crate) children: Mutex<Vec<Arc<Job>>>,
@@ -200,6 +201,7 @@ impl Job {
             cancel,
             state: Mutex::new(JobState::Pending),
             done: watch::channel(None).0,
+            ending: std::sync::atomic::AtomicBool::new(false),
             next_child: AtomicU32::new(1),
             next_process: AtomicU32::new(1),
             children: Mutex::new(Vec::new()),
@@ -244,15 +246,16 @@ impl Job {
         }
     }
 
-    /// Record the end; only the first call has any effect.
-    pub(crate) fn finish(&self, result: JobResult) -> bool {
-        self.done.send_if_modified(|slot| {
-            if slot.is_some() {
-                return false;
-            }
-            *slot = Some(result);
-            true
-        })
+    /// Claim the right to end the job: true for the first caller only, who
+    /// then records the end with [`Job::finish`].
+    pub(crate) fn claim_end(&self) -> bool {
+        !self.ending.swap(true, Ordering::SeqCst)
+    }
+
+    /// Publish the result to everyone waiting; called once, after the end
+    /// was claimed and announced.
+    pub(crate) fn finish(&self, result: JobResult) {
+        self.done.send_replace(Some(result));
     }
 
     /// Ask the job to stop; harmless when it has already ended.

@@ -147,15 +147,17 @@ fn settle_never_started(host: &Arc<HostShared>, job: &Arc<Job>) {
     );
 }
 
+/// Record the end once: state, then the `finished` signal, then wake the
+/// waiters, so whoever waited sees the signal already published.
 fn record_end(host: &Arc<HostShared>, job: &Arc<Job>, result: JobResult) {
+    if !job.claim_end() {
+        return;
+    }
     lock(&job.times).ended = Some((SystemTime::now(), Instant::now()));
     job.set_state(result.status.state());
-    let status = result.status;
-    let reason = result.reason.clone();
-    if job.finish(result) {
-        host.publish_state(job);
-        host.publish_finished(job, status, reason);
-    }
+    host.publish_state(job);
+    host.publish_finished(job, result.status, result.reason.clone());
+    job.finish(result);
 }
 
 fn params_header(job: &Job) -> ParamsHeader {

@@ -13,9 +13,11 @@
 //! so it cannot hold the job up.
 
 mod capture;
+mod confinement;
 mod handle;
 
 pub use capture::Captured;
+pub use confinement::{Confinement, find_helper};
 pub use handle::ChildHandle;
 
 use crate::engine::lock;
@@ -67,6 +69,9 @@ pub struct SpawnSpec {
     pub capture_limit: usize,
     /// Time between SIGTERM and SIGKILL.
     pub grace: Duration,
+    /// The confinement helper and the policy it applies; `None` runs the
+    /// program directly.
+    pub confine: Option<(PathBuf, kiln_confine::Policy)>,
 }
 
 /// Why the supervisor stopped a program.
@@ -156,9 +161,24 @@ pub fn spawn(spec: SpawnSpec) -> Arc<ProcessShared> {
             (Ok(o), Ok(e)) => (o, e),
             (Err(e), _) | (_, Err(e)) => return failed(format!("cannot create log file: {e}")),
         };
-    let mut cmd = tokio::process::Command::new(&spec.program);
+    // A missing or non-executable program is told apart here, clearly,
+    // rather than from the helper's exit status.
+    if let Err(why) = check_executable(&spec.program) {
+        return failed(why);
+    }
+    let mut cmd = match &spec.confine {
+        Some((helper, policy)) => match kiln_confine::command(helper, policy, &spec.program) {
+            // The helper's command has a cleared environment already.
+            Ok(c) => tokio::process::Command::from(c),
+            Err(e) => return failed(format!("failed to prepare confinement: {e}")),
+        },
+        None => {
+            let mut c = tokio::process::Command::new(&spec.program);
+            c.env_clear();
+            c
+        }
+    };
     cmd.args(&spec.args)
-        .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&spec.cwd)
         .stdin(stdin)
@@ -181,6 +201,7 @@ pub fn spawn(spec: SpawnSpec) -> Arc<ProcessShared> {
     let out = child.stdout.take();
     let err = child.stderr.take();
     let s = shared.clone();
+    let confined = spec.confine.is_some();
     tokio::spawn(async move {
         let drain_out = tokio::spawn(drain(out, stdout_log, s.clone(), false));
         let drain_err = tokio::spawn(drain(err, stderr_log, s.clone(), true));
@@ -192,6 +213,11 @@ pub fn spawn(spec: SpawnSpec) -> Arc<ProcessShared> {
             let _ = drain_err.await;
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
+        let outcome = if confined {
+            helper_failure(&s, outcome)
+        } else {
+            outcome
+        };
         s.outcome.send_replace(Some(outcome));
     });
     shared
@@ -228,6 +254,38 @@ fn create_log(path: &PathBuf) -> std::io::Result<tokio::fs::File> {
         .append(true)
         .open(path)?;
     Ok(tokio::fs::File::from_std(f))
+}
+
+/// The helper exits 126 (confinement failed) or 127 (exec failed) with a
+/// last stderr line of its own; then the program never ran.
+fn helper_failure(shared: &ProcessShared, outcome: Outcome) -> Outcome {
+    if !matches!(outcome, Outcome::Exited(126 | 127)) {
+        return outcome;
+    }
+    let stderr = shared.captured(true);
+    let text = String::from_utf8_lossy(&stderr.data);
+    match text.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(line) if line.starts_with(kiln_confine::STDERR_PREFIX) => {
+            Outcome::SpawnFailed(line.to_string())
+        }
+        _ => outcome,
+    }
+}
+
+fn check_executable(program: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(program) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("{} does not exist", program.display()))
+        }
+        Err(e) => Err(format!("{}: {e}", program.display())),
+        Ok(m) if !m.is_file() => Err(format!("{} is not a file", program.display())),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Err(format!(
+            "{} is not executable (permission denied)",
+            program.display()
+        )),
+        Ok(_) => Ok(()),
+    }
 }
 
 fn spawn_error_text(program: &std::path::Path, e: &std::io::Error) -> String {

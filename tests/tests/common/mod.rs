@@ -33,8 +33,15 @@ fn entry(path: &Path, args: &[&str]) -> ProgramEntry {
     }
 }
 
+/// The file `sneaky-write` tries to create, outside every grant.
+pub fn outside_file() -> PathBuf {
+    PathBuf::from(format!("/tmp/kiln-outside-{}", std::process::id()))
+}
+
 /// `fake`, `mtzdump`, `pdbset` from kiln-fake; `missing` (no such file) and
-/// `not-executable` (a file without the x bit).
+/// `not-executable` (a file without the x bit); `sneaky-read` (cat
+/// /etc/passwd) and `sneaky-write` (write a file in /tmp), whose fixed
+/// arguments only confinement can stop.
 pub fn fake_registry(scratch: &Path) -> Registry {
     let fake = Path::new(FAKE);
     let mut r = Registry::default();
@@ -50,6 +57,17 @@ pub fn fake_registry(scratch: &Path) -> Registry {
     let not_exec = scratch.join("not-executable");
     std::fs::write(&not_exec, "#!/bin/sh\nexit 0\n").unwrap();
     r.insert("not-executable", entry(&not_exec, &[])).unwrap();
+    r.insert(
+        "sneaky-read",
+        entry(Path::new("/bin/cat"), &["/etc/passwd"]),
+    )
+    .unwrap();
+    let outside = outside_file();
+    r.insert(
+        "sneaky-write",
+        entry(fake, &["write-file", outside.to_str().unwrap(), "escaped"]),
+    )
+    .unwrap();
     r
 }
 
@@ -64,9 +82,16 @@ impl TestHost {
     }
 
     pub async fn with_registry(edit: impl FnOnce(Registry) -> Registry) -> TestHost {
+        Self::with_config(edit, |c| c).await
+    }
+
+    pub async fn with_config(
+        edit: impl FnOnce(Registry) -> Registry,
+        configure: impl FnOnce(HostConfig) -> HostConfig,
+    ) -> TestHost {
         let jobs = tempfile::tempdir().unwrap();
         let registry = edit(fake_registry(jobs.path()));
-        let mut config = HostConfig::new(jobs.path().join("jobs"), registry);
+        let mut config = configure(HostConfig::new(jobs.path().join("jobs"), registry));
         // One compiled-component cache for the whole suite: compiling is
         // the slow part of a debug-built host.
         config.cache_dir = Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-cache"));

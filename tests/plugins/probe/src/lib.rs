@@ -40,10 +40,17 @@ impl Task for Probe {
     fn describe() -> Description {
         Description::new("probe", "0.1.0", "Conformance test plugin")
             .definition(DEF_XML)
-            .programs(["fake", "missing", "not-executable"])
+            .programs([
+                "fake",
+                "missing",
+                "not-executable",
+                "sneaky-read",
+                "sneaky-write",
+            ])
             .tasks(["probe"])
             .axes(["x", "phi"])
             .env(["CCP4_SCR"])
+            .network()
     }
 
     fn run(job: &Job) -> Result<(), TaskError> {

@@ -1,0 +1,180 @@
+//! How the host confines the native programs it runs: every program is
+//! spawned through the small `kiln-confine` helper, which applies Landlock
+//! (the job directory read-write; granted directories, the pipeline's
+//! directory, the program's install prefix and system libraries read-only),
+//! rlimits and an empty network namespace, then execs the program. The host
+//! itself never forks with its large address space and runs no code between
+//! fork and exec.
+//!
+//! Where the helper or the kernel features are missing, the host says so
+//! once and runs programs unconfined, unless confinement is required (the
+//! `--require-confinement` flag or `require_confinement` in the grants), in
+//! which case the program fails to spawn with the reason.
+
+use crate::engine::lock;
+use crate::job::Job;
+use kiln_confine::{Network, Policy, Rlimits, SharedNetns};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, Once};
+
+/// Where to find the helper: `$KILN_CONFINE_HELPER`, else `kiln-confine`
+/// beside the running executable, else where the build put it.
+pub fn find_helper() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KILN_CONFINE_HELPER") {
+        return Some(PathBuf::from(p));
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("kiln-confine")));
+    if let Some(p) = beside.filter(|p| p.is_file()) {
+        return Some(p);
+    }
+    let built = PathBuf::from(env!("KILN_CONFINE_BUILT"));
+    built.is_file().then_some(built)
+}
+
+/// The host's confinement set-up, shared by every job.
+pub struct Confinement {
+    helper: Option<PathBuf>,
+    /// Required for every job, whatever its grants say.
+    require: bool,
+    /// Why confinement is incomplete here, if it is.
+    gap: Option<String>,
+    /// One empty network namespace, joined by every program without network.
+    netns: Mutex<Option<SharedNetns>>,
+    warned: Once,
+}
+
+impl Confinement {
+    pub fn new(helper: Option<PathBuf>, require: bool) -> Confinement {
+        let support = kiln_confine::probe();
+        let mut gaps = Vec::new();
+        if helper.is_none() {
+            gaps.push(
+                "the helper kiln-confine was not found (set KILN_CONFINE_HELPER)".to_string(),
+            );
+        }
+        if let Some(why) = &support.landlock_unavailable {
+            gaps.push(format!("Landlock is unavailable: {why}"));
+        }
+        if let kiln_confine::NetnsSupport::Unavailable(why) = &support.network_namespaces {
+            gaps.push(format!("network namespaces are unavailable: {why}"));
+        }
+        Confinement {
+            helper,
+            require,
+            gap: (!gaps.is_empty()).then(|| gaps.join("; ")),
+            netns: Mutex::new(None),
+            warned: Once::new(),
+        }
+    }
+
+    /// The helper and policy to spawn `program` for `job` with; `Ok(None)`
+    /// runs it unconfined (after a one-time warning); `Err` is why it must
+    /// not run at all.
+    pub fn policy_for(
+        &self,
+        job: &Job,
+        program: &Path,
+    ) -> Result<Option<(PathBuf, Policy)>, String> {
+        let require = self.require || job.grants.require_confinement;
+        if let Some(gap) = &self.gap {
+            if require {
+                return Err(format!(
+                    "confinement is required but incomplete here: {gap}"
+                ));
+            }
+            if self.helper.is_none() {
+                self.warned.call_once(|| {
+                    eprintln!("kiln: warning: native programs run unconfined: {gap}");
+                });
+                return Ok(None);
+            }
+            self.warned.call_once(|| {
+                eprintln!("kiln: warning: native programs are only partly confined: {gap}");
+            });
+        }
+        let Some(helper) = self.helper.clone() else {
+            return Ok(None);
+        };
+        let mut read_only = kiln_confine::system_read_only_paths();
+        read_only.push(install_prefix(program));
+        read_only.push(job.pipeline_dir());
+        read_only.extend(job.grants.read_dirs.iter().map(PathBuf::from));
+        let mut read_write = kiln_confine::system_read_write_paths();
+        read_write.push(job.dir.clone());
+        read_write.extend(job.grants.write_dirs.iter().map(PathBuf::from));
+        // A granted path that does not exist would fail every spawn.
+        read_only.retain(|p| p.exists());
+        read_write.retain(|p| p.exists());
+        let limits = &job.grants.limits;
+        let policy = Policy {
+            read_only,
+            read_write,
+            rlimits: Rlimits {
+                cpu_seconds: limits.program_cpu_seconds,
+                file_size_bytes: limits.program_file_size_bytes,
+                open_files: limits.program_open_files,
+                address_space_bytes: limits.program_memory_bytes,
+                processes: None,
+            },
+            network: if job.grants.network {
+                Network::Allowed
+            } else {
+                self.shared_netns(&helper)
+            },
+            require,
+        };
+        Ok(Some((helper, policy)))
+    }
+
+    /// Join the host's empty namespace, started on first use; a private one
+    /// per program when it cannot be started.
+    fn shared_netns(&self, helper: &Path) -> Network {
+        let mut slot = lock(&self.netns);
+        if let Some(ns) = slot.as_mut() {
+            if ns.is_alive() {
+                return ns.network();
+            }
+        }
+        match SharedNetns::start(helper) {
+            Ok(ns) => {
+                let network = ns.network();
+                *slot = Some(ns);
+                network
+            }
+            Err(_) => Network::Denied,
+        }
+    }
+}
+
+/// The directory a program is installed under: `$PREFIX` for
+/// `$PREFIX/bin/prog`, else the program's own directory.
+fn install_prefix(program: &Path) -> PathBuf {
+    let dir = program.parent().unwrap_or(Path::new("/"));
+    match (dir.file_name(), dir.parent()) {
+        (Some(name), Some(prefix)) if name == "bin" && prefix != Path::new("/") => {
+            prefix.to_path_buf()
+        }
+        _ => dir.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_install_prefix_is_above_bin() {
+        assert_eq!(
+            install_prefix(Path::new("/opt/ccp4/bin/mtzdump")),
+            Path::new("/opt/ccp4")
+        );
+        assert_eq!(install_prefix(Path::new("/usr/bin/cat")), Path::new("/usr"));
+        assert_eq!(install_prefix(Path::new("/bin/cat")), Path::new("/bin"));
+        assert_eq!(
+            install_prefix(Path::new("/work/target/debug/kiln-fake")),
+            Path::new("/work/target/debug")
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! Native programs run confined: a granted program told (by its registry
+//! entry, which the host does not second-guess) to read /etc/passwd or
+//! write outside the grants fails inside the program under Landlock, while
+//! it can read its inputs and write its job directory.
+
+mod common;
+
+use common::{TestHost, grants, outside_file, result_text};
+use kiln_host::FinishStatus;
+use kiln_host::registry::ProgramEntry;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reading_and_writing_outside_the_grants_fails_inside_the_program() {
+    let t = TestHost::new().await;
+
+    let r = t.probe("outcome sneaky-read", None).await;
+    assert_eq!(result_text(&r), "exited 1");
+    let err = std::fs::read_to_string(r.job_dir.join("log_err.txt")).unwrap();
+    assert!(
+        err.contains("/etc/passwd") && err.contains("Permission denied"),
+        "{err}"
+    );
+    let out = std::fs::read_to_string(r.job_dir.join("log.txt")).unwrap();
+    assert!(!out.contains("root:"), "{out}");
+
+    let r = t.probe("outcome sneaky-write", None).await;
+    assert_eq!(result_text(&r), "exited 1");
+    assert!(
+        !outside_file().exists(),
+        "a program wrote {}",
+        outside_file().display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_confined_program_reads_its_inputs_and_writes_its_job_directory() {
+    let t = TestHost::new().await;
+    let data = t.jobs.path().join("inputs");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("in.txt"), "input text").unwrap();
+    let data = data.canonicalize().unwrap();
+    let manifest = grants(&format!(
+        "programs = [\"fake\"]\nread_dirs = [{:?}]",
+        data.display().to_string()
+    ));
+    let mode = format!("outcome fake read-file {}", data.join("in.txt").display());
+    let r = t.probe(&mode, Some(manifest)).await;
+    assert_eq!(result_text(&r), "exited 0");
+    assert_eq!(
+        std::fs::read_to_string(r.job_dir.join("log.txt")).unwrap(),
+        "input text"
+    );
+
+    let r = t.probe("outcome fake write-file out.txt hello", None).await;
+    assert_eq!(result_text(&r), "exited 0");
+    assert_eq!(
+        std::fs::read_to_string(r.job_dir.join("out.txt")).unwrap(),
+        "hello"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn programs_have_no_network_unless_granted() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let t = TestHost::with_registry(|mut r| {
+        r.insert(
+            "fake",
+            ProgramEntry {
+                path: "/bin/bash".into(),
+                args: vec!["-c".into(), format!("echo hi > /dev/tcp/127.0.0.1/{port}")],
+                env: Default::default(),
+                sha256: None,
+            },
+        )
+        .unwrap();
+        r
+    })
+    .await;
+    let r = t.probe("outcome fake", None).await;
+    assert_eq!(
+        result_text(&r),
+        "exited 1",
+        "connected without a network grant"
+    );
+
+    let r = t
+        .probe(
+            "outcome fake",
+            Some(grants("programs = [\"fake\"]\nnetwork = true\n")),
+        )
+        .await;
+    assert_eq!(
+        result_text(&r),
+        "exited 0",
+        "no connection with the network granted"
+    );
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn required_confinement_refuses_to_run_a_program_unconfined() {
+    // This machine supports confinement: required, programs still run.
+    let t = TestHost::new().await;
+    let required = || {
+        Some(grants(
+            "programs = [\"fake\"]\nrequire_confinement = true\n",
+        ))
+    };
+    let r = t.probe("outcome fake exit 0", required()).await;
+    assert_eq!(result_text(&r), "exited 0");
+
+    // Without the helper, a required confinement cannot be had.
+    let t = TestHost::with_config(
+        |r| r,
+        |mut c| {
+            c.confine_helper = None;
+            c
+        },
+    )
+    .await;
+    let r = t.probe("outcome fake exit 0", required()).await;
+    assert_eq!(r.status, FinishStatus::Failed);
+    let reason = r.reason.unwrap();
+    assert!(
+        reason.contains("confinement is required but incomplete here"),
+        "{reason}"
+    );
+    assert!(reason.contains("kiln-confine was not found"), "{reason}");
+    assert!(!r.job_dir.join("log.txt").exists(), "nothing was spawned");
+}
