@@ -37,6 +37,16 @@ pub enum PathError {
 struct Root {
     path: PathBuf,
     writable: bool,
+    /// A directory of the grants (not the job's own or its pipeline's).
+    granted: bool,
+}
+
+/// An accepted path, and the granted directory it lies in when it is one of
+/// the grants' (uses of those are audited).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub path: PathBuf,
+    pub granted_dir: Option<PathBuf>,
 }
 
 /// The directories a job may name files in.
@@ -46,25 +56,34 @@ pub struct Roots {
 }
 
 impl Roots {
-    /// The job directory (read-write), `read_only` and `read_write`
-    /// directories. Directories that do not exist are left out (and so
-    /// refuse everything below them).
-    pub fn new(job_dir: &Path, read_only: &[PathBuf], read_write: &[PathBuf]) -> Roots {
+    /// The job directory (read-write), its pipeline's directory (read), and
+    /// the granted `read_only` and `read_write` directories. Directories that
+    /// do not exist are left out (and so refuse everything below them).
+    pub fn new(
+        job_dir: &Path,
+        pipeline_dir: Option<&Path>,
+        read_only: &[PathBuf],
+        read_write: &[PathBuf],
+    ) -> Roots {
         let mut roots = Vec::new();
-        let mut add = |path: &Path, writable: bool| {
+        let mut add = |path: &Path, writable: bool, granted: bool| {
             if let Ok(canonical) = std::fs::canonicalize(path) {
                 roots.push(Root {
                     path: canonical,
                     writable,
+                    granted,
                 });
             }
         };
-        add(job_dir, true);
+        add(job_dir, true, false);
+        if let Some(p) = pipeline_dir {
+            add(p, false, false);
+        }
         for p in read_write {
-            add(p, true);
+            add(p, true, true);
         }
         for p in read_only {
-            add(p, false);
+            add(p, false, true);
         }
         Roots {
             job_dir: std::fs::canonicalize(job_dir).unwrap_or_else(|_| job_dir.to_path_buf()),
@@ -74,7 +93,15 @@ impl Roots {
 
     /// Check `path` (absolute, or relative to the job directory) and return
     /// it absolute.
-    pub fn check(&self, path: &str, access: Access) -> Result<PathBuf, PathError> {
+    pub fn check(&self, path: &str, access: Access) -> Result<Resolved, PathError> {
+        let (root, absolute) = self.resolve(path, access)?;
+        Ok(Resolved {
+            path: absolute,
+            granted_dir: root.granted.then(|| root.path.clone()),
+        })
+    }
+
+    fn resolve(&self, path: &str, access: Access) -> Result<(&Root, PathBuf), PathError> {
         if path.contains('\0') {
             return Err(PathError::Nul {
                 path: path.to_string(),
@@ -111,11 +138,11 @@ impl Roots {
             root: root.path.display().to_string(),
         };
         if rest.as_os_str().is_empty() {
-            return Ok(absolute);
+            return Ok((root, absolute));
         }
         let dir = Dir::open_ambient_dir(&root.path, ambient_authority()).map_err(|_| escapes())?;
         match dir.metadata(rest) {
-            Ok(_) => Ok(absolute),
+            Ok(_) => Ok((root, absolute)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Not there yet (an output): its directory must resolve
                 // inside the root, and a dangling link must not be the name.
@@ -125,9 +152,9 @@ impl Roots {
                 match rest.parent() {
                     Some(parent) if !parent.as_os_str().is_empty() => dir
                         .metadata(parent)
-                        .map(|_| absolute.clone())
+                        .map(|_| (root, absolute.clone()))
                         .map_err(|_| escapes()),
-                    _ => Ok(absolute),
+                    _ => Ok((root, absolute)),
                 }
             }
             Err(_) => Err(escapes()),
@@ -149,7 +176,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc", job.join("out")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", job.join("pw")).unwrap();
         std::os::unix::fs::symlink(job.join("loop"), job.join("loop")).unwrap();
-        let roots = Roots::new(&job, &[data], &[]);
+        let roots = Roots::new(&job, None, &[data], &[]);
         (tmp, roots)
     }
 

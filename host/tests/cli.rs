@@ -157,6 +157,52 @@ fn bad_input_exits_2_with_a_message() {
 }
 
 #[test]
+fn describe_with_grants_reports_what_is_requested_but_not_granted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = tmp.path().join("grants.toml");
+    std::fs::write(
+        &manifest,
+        "programs = [\"mtzdump\"]\ntasks = [\"mtzdump\", \"pdbset\"]\n",
+    )
+    .unwrap();
+    let out = kiln(
+        tmp.path(),
+        &[
+            "describe",
+            "demo_copycell",
+            "--grants",
+            manifest.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Requested but not granted:"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "program `pdbset` is not granted: add \"pdbset\" to `programs` in the grants manifest"
+        ),
+        "{stdout}"
+    );
+
+    std::fs::write(&manifest, "programs = [\"mtzdump\"]\nshell = true\n").unwrap();
+    let out = kiln(
+        tmp.path(),
+        &[
+            "describe",
+            "demo_copycell",
+            "--grants",
+            manifest.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("unknown field `shell`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn describe_lists_the_requested_capabilities() {
     let tmp = tempfile::tempdir().unwrap();
     let out = kiln(tmp.path(), &["describe", "demo_copycell"]);

@@ -109,6 +109,13 @@ async fn files_inside_the_job_directory_and_granted_directories_are_accepted() {
     let mode = format!("set-file inputData.XYZIN {}", data.join("in.pdb").display());
     let r = t.probe(&mode, Some(manifest)).await;
     assert_eq!(r.status, FinishStatus::Succeeded, "{r:#?}");
+    let used = audit_lines(&r);
+    assert!(
+        used.iter().any(|l| l["event"] == "directory_grant"
+            && l["directory"] == data.display().to_string()
+            && l["access"] == "read"),
+        "{used:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,9 +3,9 @@
 use crate::bindings::container::{self as wit, Host};
 use crate::bindings::types::{ErrorRecord, HostError, Severity};
 use crate::engine::lock;
-use crate::files::{Access, PathError};
-use crate::interfaces::{PluginState, check_len, denied, invalid};
-use crate::job::{AuditEvent, Job};
+use crate::files::Access;
+use crate::interfaces::{PluginState, check_len, checked_path, invalid};
+use crate::job::Job;
 use kiln_container as model;
 
 /// WIT value to container value for `item` of `job`'s container. A file
@@ -34,18 +34,7 @@ pub(crate) fn value_from_wit(
             } else {
                 Access::Read
             };
-            let path = job.roots.check(&f.path, access).map_err(|e| {
-                let message = format!("{item}: {e}");
-                job.audit(&AuditEvent::Denied {
-                    capability: "files",
-                    name: &f.path,
-                    message: &message,
-                });
-                match e {
-                    PathError::NotGranted { .. } | PathError::Escapes { .. } => denied(message),
-                    PathError::Nul { .. } | PathError::ParentDir { .. } => invalid(message),
-                }
-            })?;
+            let path = checked_path(job, &f.path, access, item)?;
             model::Value::File(model::FileValue {
                 path: path.display().to_string(),
                 file_type: f.file_type,

@@ -220,6 +220,45 @@ pub(crate) fn cancelled() -> HostError {
     }
 }
 
+/// Check a path the guest named for `what` against the job's roots; the
+/// denial or the use of a granted directory goes to the audit log.
+pub(crate) fn checked_path(
+    job: &Job,
+    path: &str,
+    access: crate::files::Access,
+    what: &str,
+) -> Result<std::path::PathBuf, HostError> {
+    use crate::files::PathError;
+    use crate::job::AuditEvent;
+    match job.roots.check(path, access) {
+        Ok(resolved) => {
+            if let Some(dir) = &resolved.granted_dir {
+                job.audit(&AuditEvent::DirectoryGrant {
+                    path: &resolved.path,
+                    directory: dir,
+                    access: match access {
+                        crate::files::Access::Read => "read",
+                        crate::files::Access::Write => "write",
+                    },
+                });
+            }
+            Ok(resolved.path)
+        }
+        Err(e) => {
+            let message = format!("{what}: {e}");
+            job.audit(&AuditEvent::Denied {
+                capability: "files",
+                name: path,
+                message: &message,
+            });
+            Err(match e {
+                PathError::NotGranted { .. } | PathError::Escapes { .. } => denied(message),
+                PathError::Nul { .. } | PathError::ParentDir { .. } => invalid(message),
+            })
+        }
+    }
+}
+
 /// Refuse a guest-supplied string longer than [`MAX_ARG_BYTES`].
 pub(crate) fn check_len(what: &str, s: &str) -> Result<(), HostError> {
     if s.len() > MAX_ARG_BYTES {
@@ -275,10 +314,14 @@ pub(crate) fn trap_reason(err: &wasmtime::Error, state: &PluginState) -> String 
     }
     match err.downcast_ref::<Trap>() {
         Some(trap) => format!("the plugin trapped: {trap}"),
-        // Not a trap: an instantiation or host error; its first line says it.
+        // Not a trap: an instantiation or host error. The wasm backtrace is
+        // one link of the chain; the cause is another.
         None => format!(
             "the plugin failed: {}",
-            text.lines().next().unwrap_or_default()
+            err.chain()
+                .map(|e| e.to_string())
+                .find(|m| !m.starts_with("error while executing at wasm backtrace"))
+                .unwrap_or_else(|| text.lines().next().unwrap_or_default().to_string())
         ),
     }
 }

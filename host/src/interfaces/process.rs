@@ -9,7 +9,8 @@ use crate::engine::lock;
 use crate::files::Access;
 use crate::grants::Capability;
 use crate::interfaces::{
-    Bound, PluginState, check_len, denied, failed, invalid, limit, not_found, until_cancelled,
+    Bound, PluginState, check_len, checked_path, denied, failed, invalid, limit, not_found,
+    until_cancelled,
 };
 use crate::job::{AuditEvent, Job};
 use crate::process::{self, ChildHandle, Outcome, ProcessShared, SpawnSpec};
@@ -38,6 +39,18 @@ fn outcome_to_wit(o: Outcome) -> wit::Outcome {
 fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostError> {
     let job = &b.job;
     check_len("the program name", &req.program)?;
+    if req.program.contains('/') {
+        let message = format!(
+            "`{}` is a path: programs are named by their program-registry name, never by path",
+            req.program
+        );
+        job.audit(&AuditEvent::Denied {
+            capability: "programs",
+            name: &req.program,
+            message: &message,
+        });
+        return Err(denied(message));
+    }
     job.require(Capability::Program, &req.program)
         .map_err(denied)?;
     let entry = b.host.registry.get(&req.program).ok_or_else(|| {
@@ -67,15 +80,7 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
         // An argument that names a path outside the job's roots is refused
         // here, with a clear reason, before the program could try it.
         if a.starts_with('/') || Path::new(a).components().any(|c| c == Component::ParentDir) {
-            job.roots.check(a, Access::Read).map_err(|e| {
-                let message = format!("argument `{a}`: {e}");
-                job.audit(&AuditEvent::Denied {
-                    capability: "files",
-                    name: a,
-                    message: &message,
-                });
-                denied(message)
-            })?;
+            checked_path(job, a, Access::Read, &format!("argument `{a}`"))?;
         }
         total += a.len();
     }

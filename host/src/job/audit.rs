@@ -29,6 +29,12 @@ pub enum AuditEvent<'a> {
         task: &'a str,
         job: &'a str,
     },
+    /// A path accepted because it lies in a granted directory.
+    DirectoryGrant {
+        path: &'a Path,
+        directory: &'a Path,
+        access: &'a str,
+    },
     Denied {
         capability: &'a str,
         name: &'a str,

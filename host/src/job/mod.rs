@@ -189,10 +189,9 @@ impl Job {
         cancel: CancellationToken,
         pipeline_dir: Option<&Path>,
     ) -> Arc<Job> {
-        let mut read_only: Vec<PathBuf> = grants.read_dirs.iter().map(PathBuf::from).collect();
-        read_only.extend(pipeline_dir.map(Path::to_path_buf));
+        let read_only: Vec<PathBuf> = grants.read_dirs.iter().map(PathBuf::from).collect();
         let read_write: Vec<PathBuf> = grants.write_dirs.iter().map(PathBuf::from).collect();
-        let roots = Roots::new(&dir, &read_only, &read_write);
+        let roots = Roots::new(&dir, pipeline_dir, &read_only, &read_write);
         Arc::new(Job {
             id,
             task,

@@ -27,6 +27,8 @@
 //! - `big-arg BYTES`: run `fake exit 0` with one argument of BYTES bytes.
 //! - `many-args N`: run `fake exit 0` with N one-byte arguments.
 //! - `handles N`: make N `probe` sub-jobs, keeping every handle.
+//! - `forged-handle N`: use sub-job handle N, which this instance was never
+//!   given (another job's, or none at all).
 
 use kiln_sdk::bindings::kiln::plugin::axes;
 use kiln_sdk::{Description, Job, Outcome, Task, TaskError, wait_any_process};
@@ -117,6 +119,13 @@ impl Task for Probe {
                     kept.push(job.sub_job("probe")?);
                 }
                 kept.len().to_string()
+            }
+            ["forged-handle", n] => {
+                let n: u32 = n.parse().map_err(|_| TaskError::failed("bad handle"))?;
+                // SAFETY: deliberately unsound: the host must refuse it.
+                let forged =
+                    unsafe { kiln_sdk::bindings::kiln::plugin::jobs::SubJob::from_handle(n) };
+                forged.id()
             }
             _ => return Err(TaskError::failed(format!("unknown probe mode `{mode}`"))),
         };
