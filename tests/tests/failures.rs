@@ -132,3 +132,28 @@ async fn a_plugin_holding_too_many_handles_is_refused_at_the_limit() {
     let reason = r.reason.unwrap();
     assert!(reason.contains("holds 10000 handles already"), "{reason}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_loop_a_memory_bomb_and_a_stack_overflow_end_within_limits_while_a_pipeline_finishes() {
+    let t = TestHost::new().await;
+    let limited = || Some(grants("[limits]\ncpu_seconds = 2\nmemory_mib = 64\n"));
+    let mtz = data("5e5z.mtz");
+    let pdb = data("rnase_frag.pdb");
+    let params = [("HKLIN", mtz.to_str().unwrap()), ("XYZIN", pdb.to_str().unwrap())];
+    let started = std::time::Instant::now();
+    let (spin, memory, stack, pipeline) = tokio::join!(
+        t.probe("spin", limited()),
+        t.probe("memory", limited()),
+        t.probe("stack", limited()),
+        t.run("demo_copycell", &params, None),
+    );
+    for (r, want) in [(&spin, "time limit"), (&memory, "memory limit"), (&stack, "stack")] {
+        assert_eq!(r.status, FinishStatus::Failed, "{r:#?}");
+        let reason = r.reason.clone().unwrap();
+        assert!(reason.contains(want), "{reason}");
+    }
+    assert_eq!(pipeline.status, FinishStatus::Succeeded, "{pipeline:#?}");
+    // The CPU deadline is 2 s; a debug-built host on a busy machine still
+    // ends everything well inside this.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
+}
