@@ -208,12 +208,12 @@ mod tests {
         let (tmp, roots) = setup();
         let input = tmp.path().join("data/in.mtz");
         let data = std::fs::canonicalize(&input).unwrap();
-        assert_eq!(
-            roots.check(data.to_str().unwrap(), Access::Read).unwrap(),
-            data
-        );
+        let resolved = roots.check(data.to_str().unwrap(), Access::Read).unwrap();
+        assert_eq!(resolved.path, data);
+        assert_eq!(resolved.granted_dir.as_deref(), data.parent());
         let out = roots.check("XYZOUT.pdb", Access::Write).unwrap();
-        assert!(out.ends_with("job/XYZOUT.pdb"));
+        assert!(out.path.ends_with("job/XYZOUT.pdb"));
+        assert_eq!(out.granted_dir, None);
         // A read-only root is not writable.
         let e = roots
             .check(data.to_str().unwrap(), Access::Write)

@@ -20,7 +20,7 @@
 //! memory_mib = 512                   # wasm linear memory per plugin
 //! wall_seconds = 3600                # whole job, including waits
 //! cpu_seconds = 600                  # time spent running wasm
-//! processes = 8                      # programs running at once per job
+//! processes = 8                      # programs running at once per pipeline (more queue)
 //! output_bytes = 16777216            # captured output a plugin can read back
 //! program_cpu_seconds = 3600         # rlimits of native programs (optional)
 //! program_file_size_bytes = 1073741824
@@ -44,7 +44,8 @@ pub struct Limits {
     pub wall_seconds: u64,
     /// Time spent executing wasm, seconds (epoch deadline).
     pub cpu_seconds: u64,
-    /// Native programs a job may have running at once.
+    /// Native programs a pipeline (a job and all its sub-jobs) may have
+    /// running at once (CCP4i2's MAXNJOBS); more wait in a FIFO queue.
     pub processes: u32,
     /// Captured stdout/stderr a plugin can read back per program, bytes; the
     /// log files hold everything regardless.

@@ -28,6 +28,9 @@ pub struct HostConfig {
     pub confine_helper: Option<PathBuf>,
     /// Refuse to run any program that cannot be fully confined.
     pub require_confinement: bool,
+    /// Native programs running at once across every job (CCP4i2's
+    /// maxRunningProcesses); more wait in a FIFO queue.
+    pub max_running_processes: usize,
 }
 
 impl HostConfig {
@@ -39,6 +42,7 @@ impl HostConfig {
             stage: SimulatedStage::default_stage(),
             confine_helper: crate::process::find_helper(),
             require_confinement: false,
+            max_running_processes: 4,
         }
     }
 }
@@ -61,6 +65,8 @@ pub(crate) struct HostShared {
     pub registry: Registry,
     pub stage: SimulatedStage,
     pub confinement: Confinement,
+    /// Slots for native programs running at once, host-wide.
+    pub process_slots: Arc<tokio::sync::Semaphore>,
     pub events: EventBus,
     pub jobs_dir: PathBuf,
     /// Cancelling this cancels every job.
@@ -188,6 +194,9 @@ impl Host {
                 registry: config.registry,
                 stage: config.stage,
                 confinement: Confinement::new(config.confine_helper, config.require_confinement),
+                process_slots: Arc::new(tokio::sync::Semaphore::new(
+                    config.max_running_processes.max(1),
+                )),
                 events: EventBus::default(),
                 jobs_dir: config.jobs_dir,
                 shutdown: CancellationToken::new(),

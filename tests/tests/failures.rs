@@ -139,7 +139,10 @@ async fn a_loop_a_memory_bomb_and_a_stack_overflow_end_within_limits_while_a_pip
     let limited = || Some(grants("[limits]\ncpu_seconds = 2\nmemory_mib = 64\n"));
     let mtz = data("5e5z.mtz");
     let pdb = data("rnase_frag.pdb");
-    let params = [("HKLIN", mtz.to_str().unwrap()), ("XYZIN", pdb.to_str().unwrap())];
+    let params = [
+        ("HKLIN", mtz.to_str().unwrap()),
+        ("XYZIN", pdb.to_str().unwrap()),
+    ];
     let started = std::time::Instant::now();
     let (spin, memory, stack, pipeline) = tokio::join!(
         t.probe("spin", limited()),
@@ -147,7 +150,11 @@ async fn a_loop_a_memory_bomb_and_a_stack_overflow_end_within_limits_while_a_pip
         t.probe("stack", limited()),
         t.run("demo_copycell", &params, None),
     );
-    for (r, want) in [(&spin, "time limit"), (&memory, "memory limit"), (&stack, "stack")] {
+    for (r, want) in [
+        (&spin, "time limit"),
+        (&memory, "memory limit"),
+        (&stack, "stack"),
+    ] {
         assert_eq!(r.status, FinishStatus::Failed, "{r:#?}");
         let reason = r.reason.clone().unwrap();
         assert!(reason.contains(want), "{reason}");
@@ -155,5 +162,9 @@ async fn a_loop_a_memory_bomb_and_a_stack_overflow_end_within_limits_while_a_pip
     assert_eq!(pipeline.status, FinishStatus::Succeeded, "{pipeline:#?}");
     // The CPU deadline is 2 s; a debug-built host on a busy machine still
     // ends everything well inside this.
-    assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
 }

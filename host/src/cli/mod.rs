@@ -38,6 +38,9 @@ pub struct HostArgs {
     /// (Landlock, network namespace, rlimits).
     #[arg(long)]
     pub require_confinement: bool,
+    /// Native programs running at once across all jobs; more wait in a queue.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub max_processes: usize,
 }
 
 #[derive(Subcommand)]
@@ -154,6 +157,7 @@ pub async fn build_host(
     use anyhow::Context;
     let mut config = kiln_host::HostConfig::new(&args.jobs_dir, registry);
     config.require_confinement = args.require_confinement;
+    config.max_running_processes = args.max_processes;
     let host = kiln_host::Host::new(config).context("failed to start the host")?;
     for p in &args.plugins {
         host.catalog()

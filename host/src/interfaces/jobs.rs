@@ -56,7 +56,7 @@ impl PluginState {
             grants,
             info.new_container(),
             parent.cancel.child_token(),
-            Some(&parent.pipeline_dir()),
+            Some(&parent),
         );
         lock(&parent.children).push(job.clone());
         parent.audit(&AuditEvent::SubJob {

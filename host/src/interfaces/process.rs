@@ -12,8 +12,8 @@ use crate::interfaces::{
     Bound, PluginState, check_len, checked_path, denied, failed, invalid, limit, not_found,
     until_cancelled,
 };
-use crate::job::{AuditEvent, Job};
-use crate::process::{self, ChildHandle, Outcome, ProcessShared, SpawnSpec};
+use crate::job::{AuditEvent, Job, JobState};
+use crate::process::{self, ChildHandle, Gate, Outcome, Phase, ProcessShared, SpawnSpec};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,16 +118,6 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
     };
     if let Some(StdinSource::Script(s)) = Some(&req.stdin) {
         check_len("the stdin script", s)?;
-    }
-    let running = lock(&job.processes)
-        .iter()
-        .filter(|p| p.try_outcome().is_none())
-        .count();
-    if running >= job.grants.limits.processes as usize {
-        return Err(limit(format!(
-            "the job already has {running} programs running (limits.processes = {})",
-            job.grants.limits.processes
-        )));
     }
     if let Some(pin) = &entry.sha256 {
         verify_pin(&entry.path, pin)?;
@@ -239,7 +229,10 @@ impl PluginState {
             env: spec.env.iter().map(|(k, _)| k.as_str()).collect(),
             process: n,
         });
-        let shared = process::spawn(spec);
+        let gate = Gate {
+            limits: vec![job.pipeline_slots.clone(), b.host.process_slots.clone()],
+        };
+        let shared = process::spawn(spec, gate, phase_hook(b.host.clone(), job.clone()));
         lock(&job.processes).push(shared.clone());
         Ok(ChildHandle {
             number: n,
@@ -251,6 +244,46 @@ impl PluginState {
     fn process_of(&self, child: &Resource<ChildHandle>) -> wasmtime::Result<Arc<ProcessShared>> {
         Ok(self.table_ref().get(child)?.process.clone())
     }
+}
+
+/// Keep the job's state in step with its programs: `queued` while its only
+/// programs wait for a slot, `running` again once one starts.
+fn phase_hook(host: Arc<crate::host::HostShared>, job: Arc<Job>) -> process::PhaseHook {
+    use std::sync::atomic::Ordering::SeqCst;
+    let last = std::sync::Mutex::new(None::<Phase>);
+    Box::new(move |phase| {
+        let previous = lock(&last).replace(phase);
+        match (previous, phase) {
+            (_, Phase::Queued) => {
+                job.programs_queued.fetch_add(1, SeqCst);
+                if job.programs_running.load(SeqCst) == 0 && job.state() == JobState::Running {
+                    job.set_state(JobState::Queued);
+                    host.publish_state(&job);
+                }
+            }
+            (previous, Phase::Running) => {
+                if previous == Some(Phase::Queued) {
+                    job.programs_queued.fetch_sub(1, SeqCst);
+                }
+                job.programs_running.fetch_add(1, SeqCst);
+                if job.state() == JobState::Queued {
+                    job.set_state(JobState::Running);
+                    host.publish_state(&job);
+                }
+            }
+            (Some(Phase::Running), Phase::Ended) => {
+                job.programs_running.fetch_sub(1, SeqCst);
+            }
+            (Some(Phase::Queued), Phase::Ended) => {
+                job.programs_queued.fetch_sub(1, SeqCst);
+                if job.programs_queued.load(SeqCst) == 0 && job.state() == JobState::Queued {
+                    job.set_state(JobState::Running);
+                    host.publish_state(&job);
+                }
+            }
+            _ => {}
+        }
+    })
 }
 
 /// Wait for a program, or for the job's cancellation, which stops it.

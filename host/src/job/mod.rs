@@ -22,7 +22,7 @@ use crate::grants::Grants;
 use crate::process::ProcessShared;
 use kiln_container::Container;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -169,6 +169,12 @@ pub struct Job {
     /// Where the job may name files: its own directory (read-write), its
     /// pipeline's top directory (read), and the granted directories.
     pub(crate) roots: Roots,
+    /// Slots for programs running at once in this job's whole pipeline
+    /// (`limits.processes`), shared by the pipeline's jobs.
+    pub(crate) pipeline_slots: Arc<tokio::sync::Semaphore>,
+    /// This job's programs that are running, and waiting for a slot.
+    pub(crate) programs_running: std::sync::atomic::AtomicUsize,
+    pub(crate) programs_queued: std::sync::atomic::AtomicUsize,
 }
 
 /// When a job was made, started and ended.
@@ -187,8 +193,16 @@ impl Job {
         grants: Grants,
         container: Container,
         cancel: CancellationToken,
-        pipeline_dir: Option<&Path>,
+        pipeline: Option<&Job>,
     ) -> Arc<Job> {
+        let pipeline_dir = pipeline.map(|p| p.pipeline_dir());
+        let pipeline_dir = pipeline_dir.as_deref();
+        let pipeline_slots = match pipeline {
+            Some(p) => p.pipeline_slots.clone(),
+            None => Arc::new(tokio::sync::Semaphore::new(
+                grants.limits.processes.max(1) as usize
+            )),
+        };
         let read_only: Vec<PathBuf> = grants.read_dirs.iter().map(PathBuf::from).collect();
         let read_write: Vec<PathBuf> = grants.write_dirs.iter().map(PathBuf::from).collect();
         let roots = Roots::new(&dir, pipeline_dir, &read_only, &read_write);
@@ -213,6 +227,9 @@ impl Job {
             }),
             audit: Audit::new(&dir),
             roots,
+            pipeline_slots,
+            programs_running: Default::default(),
+            programs_queued: Default::default(),
             dir,
         })
     }

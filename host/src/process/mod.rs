@@ -86,7 +86,8 @@ enum StopRequest {
 /// A program's shared state: its outcome once known, captured output, and
 /// the way to stop it.
 pub struct ProcessShared {
-    pub pid: Option<u32>,
+    /// Set once the program has started.
+    pub pid: std::sync::OnceLock<u32>,
     outcome: watch::Sender<Option<Outcome>>,
     stdout: Mutex<Capture>,
     stderr: Mutex<Capture>,
@@ -136,42 +137,128 @@ impl ProcessShared {
     }
 }
 
-/// Start a program. Never fails: a program that cannot be started gets the
-/// outcome `spawn-failed` at once.
-pub fn spawn(spec: SpawnSpec) -> Arc<ProcessShared> {
-    let failed = |why: String| {
-        Arc::new(ProcessShared {
-            pid: None,
-            outcome: watch::channel(Some(Outcome::SpawnFailed(why))).0,
-            stdout: Mutex::new(Capture::new(0)),
-            stderr: Mutex::new(Capture::new(0)),
-            stop: Mutex::new(None),
-            stop_notify: Notify::new(),
-        })
+/// Where a program is in its life, for whoever tracks its job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for a slot under the host's or the pipeline's process limit.
+    Queued,
+    Running,
+    Ended,
+}
+
+/// The process-count limits a program must get a slot under before it
+/// starts, acquired in order (the pipeline's, then the host's) so that no
+/// two programs can each hold what the other waits for. The semaphores are
+/// FIFO: programs start in the order they asked.
+#[derive(Clone, Default)]
+pub struct Gate {
+    pub limits: Vec<Arc<tokio::sync::Semaphore>>,
+}
+
+/// Called on every [`Phase`] change.
+pub type PhaseHook = Box<dyn Fn(Phase) + Send + Sync>;
+
+/// Start a program once the gate lets it. Never fails: a program that cannot
+/// be started gets the outcome `spawn-failed`.
+pub fn spawn(spec: SpawnSpec, gate: Gate, on_phase: PhaseHook) -> Arc<ProcessShared> {
+    let shared = Arc::new(ProcessShared {
+        pid: std::sync::OnceLock::new(),
+        outcome: watch::channel(None).0,
+        stdout: Mutex::new(Capture::new(spec.capture_limit)),
+        stderr: Mutex::new(Capture::new(spec.capture_limit)),
+        stop: Mutex::new(None),
+        stop_notify: Notify::new(),
+    });
+    let s = shared.clone();
+    tokio::spawn(async move {
+        let outcome = run(spec, gate, &s, &on_phase).await;
+        s.outcome.send_replace(Some(outcome));
+        on_phase(Phase::Ended);
+    });
+    shared
+}
+
+async fn run(
+    spec: SpawnSpec,
+    gate: Gate,
+    shared: &Arc<ProcessShared>,
+    on_phase: &PhaseHook,
+) -> Outcome {
+    // Slots first: a stop while queued ends the program before it starts.
+    let mut permits = Vec::with_capacity(gate.limits.len());
+    for limit in &gate.limits {
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                on_phase(Phase::Queued);
+                tokio::select! {
+                    p = limit.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return Outcome::SpawnFailed("the host is shutting down".into()),
+                    },
+                    _ = wait_stop(shared) => return Outcome::Cancelled,
+                }
+            }
+        };
+        permits.push(permit);
+    }
+    let (mut child, stdout_log, stderr_log) = match start(&spec) {
+        Ok(started) => started,
+        Err(why) => return Outcome::SpawnFailed(why),
     };
+    if let Some(pid) = child.id() {
+        let _ = shared.pid.set(pid);
+    }
+    on_phase(Phase::Running);
+    let drain_out = tokio::spawn(drain(
+        child.stdout.take(),
+        stdout_log,
+        shared.clone(),
+        false,
+    ));
+    let drain_err = tokio::spawn(drain(child.stderr.take(), stderr_log, shared.clone(), true));
+    let outcome = supervise(&mut child, shared, spec.timeout, spec.grace).await;
+    // The program is gone: its slots go to the next in the queue.
+    drop(permits);
+    // Pipes close when the last holder exits; the group was killed, so
+    // this is quick, but never let a stuck reader hold the job.
+    let drained = async {
+        let _ = drain_out.await;
+        let _ = drain_err.await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
+    if spec.confine.is_some() {
+        helper_failure(shared, outcome)
+    } else {
+        outcome
+    }
+}
+
+/// Open the logs and stdin and spawn the program (through the helper when
+/// confined).
+fn start(
+    spec: &SpawnSpec,
+) -> Result<(tokio::process::Child, tokio::fs::File, tokio::fs::File), String> {
     let stdin = match &spec.stdin {
-        Some(path) => match std::fs::File::open(path) {
-            Ok(f) => Stdio::from(f),
-            Err(e) => return failed(format!("cannot open stdin file {}: {e}", path.display())),
-        },
+        Some(path) => Stdio::from(
+            std::fs::File::open(path)
+                .map_err(|e| format!("cannot open stdin file {}: {e}", path.display()))?,
+        ),
         None => Stdio::null(),
     };
-    let (stdout_log, stderr_log) =
-        match (create_log(&spec.stdout_log), create_log(&spec.stderr_log)) {
-            (Ok(o), Ok(e)) => (o, e),
-            (Err(e), _) | (_, Err(e)) => return failed(format!("cannot create log file: {e}")),
-        };
+    let stdout_log =
+        create_log(&spec.stdout_log).map_err(|e| format!("cannot create log file: {e}"))?;
+    let stderr_log =
+        create_log(&spec.stderr_log).map_err(|e| format!("cannot create log file: {e}"))?;
     // A missing or non-executable program is told apart here, clearly,
     // rather than from the helper's exit status.
-    if let Err(why) = check_executable(&spec.program) {
-        return failed(why);
-    }
+    check_executable(&spec.program)?;
     let mut cmd = match &spec.confine {
-        Some((helper, policy)) => match kiln_confine::command(helper, policy, &spec.program) {
-            // The helper's command has a cleared environment already.
-            Ok(c) => tokio::process::Command::from(c),
-            Err(e) => return failed(format!("failed to prepare confinement: {e}")),
-        },
+        // The helper's command has a cleared environment already.
+        Some((helper, policy)) => tokio::process::Command::from(
+            kiln_confine::command(helper, policy, &spec.program)
+                .map_err(|e| format!("failed to prepare confinement: {e}"))?,
+        ),
         None => {
             let mut c = tokio::process::Command::new(&spec.program);
             c.env_clear();
@@ -186,41 +273,10 @@ pub fn spawn(spec: SpawnSpec) -> Arc<ProcessShared> {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return failed(spawn_error_text(&spec.program, &e)),
-    };
-    let shared = Arc::new(ProcessShared {
-        pid: child.id(),
-        outcome: watch::channel(None).0,
-        stdout: Mutex::new(Capture::new(spec.capture_limit)),
-        stderr: Mutex::new(Capture::new(spec.capture_limit)),
-        stop: Mutex::new(None),
-        stop_notify: Notify::new(),
-    });
-    let out = child.stdout.take();
-    let err = child.stderr.take();
-    let s = shared.clone();
-    let confined = spec.confine.is_some();
-    tokio::spawn(async move {
-        let drain_out = tokio::spawn(drain(out, stdout_log, s.clone(), false));
-        let drain_err = tokio::spawn(drain(err, stderr_log, s.clone(), true));
-        let outcome = supervise(&mut child, &s, spec.timeout, spec.grace).await;
-        // Pipes close when the last holder exits; the group was killed, so
-        // this is quick, but never let a stuck reader hold the job.
-        let drained = async {
-            let _ = drain_out.await;
-            let _ = drain_err.await;
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
-        let outcome = if confined {
-            helper_failure(&s, outcome)
-        } else {
-            outcome
-        };
-        s.outcome.send_replace(Some(outcome));
-    });
-    shared
+    let child = cmd
+        .spawn()
+        .map_err(|e| spawn_error_text(&spec.program, &e))?;
+    Ok((child, stdout_log, stderr_log))
 }
 
 /// Mark every descriptor above 2 close-on-exec. Descriptors the host was

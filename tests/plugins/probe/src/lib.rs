@@ -27,6 +27,8 @@
 //! - `big-arg BYTES`: run `fake exit 0` with one argument of BYTES bytes.
 //! - `many-args N`: run `fake exit 0` with N one-byte arguments.
 //! - `handles N`: make N `probe` sub-jobs, keeping every handle.
+//! - `spawn-many N C PROGRAM ARGS...`: run PROGRAM N times, keeping C
+//!   running at once (wait-any), and fail unless every run exited 0.
 //! - `forged-handle N`: use sub-job handle N, which this instance was never
 //!   given (another job's, or none at all).
 
@@ -120,6 +122,7 @@ impl Task for Probe {
                 }
                 kept.len().to_string()
             }
+            ["spawn-many", n, c, program, args @ ..] => spawn_many(job, n, c, program, args)?,
             ["forged-handle", n] => {
                 let n: u32 = n.parse().map_err(|_| TaskError::failed("bad handle"))?;
                 // SAFETY: deliberately unsound: the host must refuse it.
@@ -168,6 +171,34 @@ fn outcome(job: &Job, program: &str, args: &[&str]) -> Result<String, TaskError>
         Outcome::Cancelled => "cancelled".to_string(),
         Outcome::SpawnFailed(why) => format!("spawn-failed {why}"),
     })
+}
+
+fn spawn_many(
+    job: &Job,
+    n: &str,
+    c: &str,
+    program: &str,
+    args: &[&str],
+) -> Result<String, TaskError> {
+    let n: usize = n.parse().map_err(|_| TaskError::failed("bad count"))?;
+    let c: usize = c
+        .parse()
+        .map_err(|_| TaskError::failed("bad concurrency"))?;
+    let mut running: Vec<kiln_sdk::Process> = Vec::with_capacity(c);
+    let mut started = 0;
+    let mut done = 0;
+    while done < n {
+        while running.len() < c.max(1) && started < n {
+            running.push(job.program(program).args(args.iter().copied()).spawn()?);
+            started += 1;
+        }
+        let refs: Vec<&kiln_sdk::Process> = running.iter().collect();
+        let i = wait_any_process(&refs)?;
+        let finished = running.swap_remove(i).wait();
+        finished.check()?;
+        done += 1;
+    }
+    Ok(done.to_string())
 }
 
 fn wait_any(job: &Job, slow: &str, fast: &str) -> Result<String, TaskError> {
