@@ -39,6 +39,12 @@ pub enum EventKind {
         level: String,
         message: String,
     },
+    /// A line a native program wrote (cut at 1 KiB).
+    Output {
+        process: u32,
+        stream: &'static str,
+        line: String,
+    },
     /// Emitted exactly once per job, after its final state is recorded.
     Finished {
         status: FinishStatus,
@@ -63,6 +69,12 @@ impl EventBus {
     pub fn publish(&self, event: Event) {
         // No subscriber is not an error.
         let _ = self.tx.send(event);
+    }
+
+    /// Whether anyone listens; publishers of high-volume events skip the
+    /// work when nobody does.
+    pub fn has_subscribers(&self) -> bool {
+        self.tx.receiver_count() > 0
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {

@@ -226,3 +226,41 @@ async fn a_guest_blocked_on_a_program_forever_is_ended_by_the_wall_limit() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_lines_are_published_as_events_while_produced() {
+    let t = TestHost::new().await;
+    let mut events = t.host.events().subscribe();
+    let report = t.probe("outcome fake print-argv first second", None).await;
+    assert_eq!(result_text(&report), "exited 0");
+    let mut lines = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let (true, kiln_host::events::EventKind::Output { stream, line, .. }) =
+            (e.job_id == report.job_id, e.kind)
+        {
+            assert_eq!(stream, "stdout");
+            lines.push(line);
+        }
+    }
+    assert_eq!(lines[1..], ["print-argv", "first", "second"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_on_stdout_and_stderr_at_once_reaches_the_logs_without_deadlock() {
+    let t = TestHost::new().await;
+    let size: u64 = 64 << 20;
+    let started = std::time::Instant::now();
+    let report = t
+        .probe(&format!("outcome fake spew {size} both"), None)
+        .await;
+    assert_eq!(result_text(&report), "exited 0");
+    for log in ["log.txt", "log_err.txt"] {
+        let len = std::fs::metadata(report.job_dir.join(log)).unwrap().len();
+        assert_eq!(len, size, "{log}");
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -86,6 +86,9 @@ fn progress_line(e: &Event) -> Option<String> {
             Some(f) => format!("{head} {:>3.0}% {message}", f * 100.0),
             None => format!("{head} {message}"),
         }),
-        EventKind::Finished { .. } | EventKind::Signal { .. } | EventKind::Log { .. } => None,
+        EventKind::Finished { .. }
+        | EventKind::Signal { .. }
+        | EventKind::Log { .. }
+        | EventKind::Output { .. } => None,
     }
 }

@@ -145,6 +145,7 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
         capture_limit: usize::try_from(job.grants.limits.output_bytes).unwrap_or(usize::MAX),
         grace: KILL_GRACE,
         confine,
+        on_line: None,
     };
     Ok((spec, req.program.clone()))
 }
@@ -222,6 +223,7 @@ impl PluginState {
         }
         spec.stdout_log = job.dir.join(&out);
         spec.stderr_log = job.dir.join(&err);
+        spec.on_line = Some(line_events(b.host.clone(), job.clone(), n));
         job.audit(&AuditEvent::Spawn {
             program: &program,
             path: &spec.program,
@@ -244,6 +246,22 @@ impl PluginState {
     fn process_of(&self, child: &Resource<ChildHandle>) -> wasmtime::Result<Arc<ProcessShared>> {
         Ok(self.table_ref().get(child)?.process.clone())
     }
+}
+
+/// Publish each output line of program `n` as an event, when anyone listens.
+fn line_events(host: Arc<crate::host::HostShared>, job: Arc<Job>, n: u32) -> process::LineSink {
+    Arc::new(move |stderr, line| {
+        if host.events.has_subscribers() {
+            host.publish(
+                &job,
+                crate::events::EventKind::Output {
+                    process: n,
+                    stream: if stderr { "stderr" } else { "stdout" },
+                    line: line.to_string(),
+                },
+            );
+        }
+    })
 }
 
 /// Keep the job's state in step with its programs: `queued` while its only

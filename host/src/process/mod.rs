@@ -53,7 +53,7 @@ impl std::fmt::Display for Outcome {
 }
 
 /// Everything needed to run one program.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SpawnSpec {
     pub program: PathBuf,
     /// Arguments after the program path (registry's fixed ones first).
@@ -72,6 +72,62 @@ pub struct SpawnSpec {
     /// The confinement helper and the policy it applies; `None` runs the
     /// program directly.
     pub confine: Option<(PathBuf, kiln_confine::Policy)>,
+    /// Receives each line of output as it is produced (`true` for stderr).
+    pub on_line: Option<LineSink>,
+}
+
+/// Where live output lines go.
+pub type LineSink = Arc<dyn Fn(bool, &str) + Send + Sync>;
+
+/// Longest line passed to a [`LineSink`]; the rest of a longer line (or of
+/// binary output without newlines) is cut, the log file keeps it all.
+pub const MAX_LINE: usize = 1024;
+
+/// Splits a stream into lines for a [`LineSink`], with bounded memory.
+struct LineSplitter {
+    sink: LineSink,
+    stderr: bool,
+    line: Vec<u8>,
+    /// The current line passed `MAX_LINE` and was sent already.
+    overlong: bool,
+}
+
+impl LineSplitter {
+    fn push(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let (part, rest, end) = match bytes.iter().position(|&b| b == b'\n') {
+                Some(i) => (&bytes[..i], &bytes[i + 1..], true),
+                None => (bytes, &[][..], false),
+            };
+            if !self.overlong {
+                let room = MAX_LINE - self.line.len();
+                self.line.extend_from_slice(&part[..part.len().min(room)]);
+                if part.len() > room {
+                    self.emit();
+                    self.overlong = true;
+                }
+            }
+            if end {
+                if !self.overlong {
+                    self.emit();
+                }
+                self.overlong = false;
+            }
+            bytes = rest;
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.line.is_empty() && !self.overlong {
+            self.emit();
+        }
+    }
+
+    fn emit(&mut self) {
+        let text = String::from_utf8_lossy(&self.line);
+        (self.sink)(self.stderr, text.trim_end_matches('\r'));
+        self.line.clear();
+    }
 }
 
 /// Why the supervisor stopped a program.
@@ -210,13 +266,28 @@ async fn run(
         let _ = shared.pid.set(pid);
     }
     on_phase(Phase::Running);
+    let splitter = |stderr| {
+        spec.on_line.clone().map(|sink| LineSplitter {
+            sink,
+            stderr,
+            line: Vec::new(),
+            overlong: false,
+        })
+    };
     let drain_out = tokio::spawn(drain(
         child.stdout.take(),
         stdout_log,
         shared.clone(),
         false,
+        splitter(false),
     ));
-    let drain_err = tokio::spawn(drain(child.stderr.take(), stderr_log, shared.clone(), true));
+    let drain_err = tokio::spawn(drain(
+        child.stderr.take(),
+        stderr_log,
+        shared.clone(),
+        true,
+        splitter(true),
+    ));
     let outcome = supervise(&mut child, shared, spec.timeout, spec.grace).await;
     // The program is gone: its slots go to the next in the queue.
     drop(permits);
@@ -452,6 +523,7 @@ async fn drain(
     mut log: tokio::fs::File,
     shared: Arc<ProcessShared>,
     stderr: bool,
+    mut lines: Option<LineSplitter>,
 ) {
     let Some(mut pipe) = pipe else { return };
     let mut buf = vec![0u8; 64 << 10];
@@ -472,6 +544,46 @@ async fn drain(
             &shared.stdout
         };
         lock(cap).push(&buf[..n]);
+        if let Some(lines) = lines.as_mut() {
+            lines.push(&buf[..n]);
+        }
+    }
+    if let Some(lines) = lines.as_mut() {
+        lines.finish();
     }
     let _ = log.flush().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(chunks: &[&[u8]]) -> Vec<(bool, String)> {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        let mut s = LineSplitter {
+            sink: Arc::new(move |e, l: &str| g.lock().unwrap().push((e, l.to_string()))),
+            stderr: true,
+            line: Vec::new(),
+            overlong: false,
+        };
+        for c in chunks {
+            s.push(c);
+        }
+        s.finish();
+        let v = got.lock().unwrap().clone();
+        v
+    }
+
+    #[test]
+    fn lines_are_split_across_chunks_and_capped() {
+        let got = split(&[b"a\nb", b"c\r\n", b"tail"]);
+        let lines: Vec<&str> = got.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(lines, ["a", "bc", "tail"]);
+        let long = vec![b'x'; 3 * MAX_LINE];
+        let got = split(&[&long, b"\nnext\n"]);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].1.len(), MAX_LINE);
+        assert_eq!(got[1].1, "next");
+    }
 }
