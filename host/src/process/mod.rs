@@ -15,18 +15,23 @@
 mod capture;
 mod confinement;
 mod handle;
+mod output;
+mod supervise;
 
 pub use capture::Captured;
 pub use confinement::{Confinement, find_helper};
 pub use handle::ChildHandle;
+pub use output::{LineSink, MAX_LINE};
+
+use output::{LineSplitter, drain};
+use supervise::{supervise, wait_stop};
 
 use crate::engine::lock;
 use capture::Capture;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, watch};
 
 /// How a program ended; each case is distinct.
@@ -76,63 +81,9 @@ pub struct SpawnSpec {
     pub on_line: Option<LineSink>,
 }
 
-/// Where live output lines go.
-pub type LineSink = Arc<dyn Fn(bool, &str) + Send + Sync>;
-
-/// Longest line passed to a [`LineSink`]; the rest of a longer line (or of
-/// binary output without newlines) is cut, the log file keeps it all.
-pub const MAX_LINE: usize = 1024;
-
-/// Splits a stream into lines for a [`LineSink`], with bounded memory.
-struct LineSplitter {
-    sink: LineSink,
-    stderr: bool,
-    line: Vec<u8>,
-    /// The current line passed `MAX_LINE` and was sent already.
-    overlong: bool,
-}
-
-impl LineSplitter {
-    fn push(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            let (part, rest, end) = match bytes.iter().position(|&b| b == b'\n') {
-                Some(i) => (&bytes[..i], &bytes[i + 1..], true),
-                None => (bytes, &[][..], false),
-            };
-            if !self.overlong {
-                let room = MAX_LINE - self.line.len();
-                self.line.extend_from_slice(&part[..part.len().min(room)]);
-                if part.len() > room {
-                    self.emit();
-                    self.overlong = true;
-                }
-            }
-            if end {
-                if !self.overlong {
-                    self.emit();
-                }
-                self.overlong = false;
-            }
-            bytes = rest;
-        }
-    }
-
-    fn finish(&mut self) {
-        if !self.line.is_empty() && !self.overlong {
-            self.emit();
-        }
-    }
-
-    fn emit(&mut self) {
-        let text = String::from_utf8_lossy(&self.line);
-        (self.sink)(self.stderr, text.trim_end_matches('\r'));
-        self.line.clear();
-    }
-}
-
 /// Why the supervisor stopped a program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StopRequest {
+pub(super) enum StopRequest {
     /// The plugin asked: the outcome is whatever the program does about it.
     Kill,
     /// The job is being cancelled: the outcome is `cancelled`.
@@ -425,165 +376,5 @@ fn spawn_error_text(program: &std::path::Path, e: &std::io::Error) -> String {
             )
         }
         _ => format!("{}: {e}", program.display()),
-    }
-}
-
-async fn supervise(
-    child: &mut tokio::process::Child,
-    shared: &ProcessShared,
-    timeout: Option<Duration>,
-    grace: Duration,
-) -> Outcome {
-    let pgid = child.id().map(|p| p as i32);
-    let timer = async {
-        match timeout {
-            Some(t) => tokio::time::sleep(t).await,
-            None => std::future::pending().await,
-        }
-    };
-    enum Why {
-        Exited(std::io::Result<ExitStatus>),
-        TimedOut,
-        Stopped(StopRequest),
-    }
-    let why = tokio::select! {
-        status = child.wait() => Why::Exited(status),
-        _ = timer => Why::TimedOut,
-        req = wait_stop(shared) => Why::Stopped(req),
-    };
-    let (status, ended_by) = match why {
-        Why::Exited(status) => (status, None),
-        Why::TimedOut => (terminate(child, pgid, grace).await, Some(Outcome::TimedOut)),
-        Why::Stopped(StopRequest::Cancel) => (
-            terminate(child, pgid, grace).await,
-            Some(Outcome::Cancelled),
-        ),
-        // A kill the plugin asked for: how the program ended is the outcome.
-        Why::Stopped(StopRequest::Kill) => (terminate(child, pgid, grace).await, None),
-    };
-    // Whatever else is still in the group (grandchildren) goes too.
-    if let Some(g) = pgid {
-        signal_group(g, libc::SIGKILL);
-    }
-    ended_by.unwrap_or_else(|| exit_outcome(status))
-}
-
-async fn wait_stop(shared: &ProcessShared) -> StopRequest {
-    loop {
-        let notified = shared.stop_notify.notified();
-        if let Some(req) = *lock(&shared.stop) {
-            return req;
-        }
-        notified.await;
-    }
-}
-
-/// SIGTERM to the group, then SIGKILL after `grace`.
-async fn terminate(
-    child: &mut tokio::process::Child,
-    pgid: Option<i32>,
-    grace: Duration,
-) -> std::io::Result<ExitStatus> {
-    if let Some(g) = pgid {
-        signal_group(g, libc::SIGTERM);
-    }
-    match tokio::time::timeout(grace, child.wait()).await {
-        Ok(status) => status,
-        Err(_) => {
-            if let Some(g) = pgid {
-                signal_group(g, libc::SIGKILL);
-            }
-            child.wait().await
-        }
-    }
-}
-
-fn signal_group(pgid: i32, sig: i32) {
-    // SAFETY: killpg has no memory-safety preconditions; ESRCH (group gone)
-    // is the expected result once everything has exited.
-    unsafe {
-        libc::killpg(pgid, sig);
-    }
-}
-
-fn exit_outcome(status: std::io::Result<ExitStatus>) -> Outcome {
-    use std::os::unix::process::ExitStatusExt;
-    match status {
-        Ok(s) => match (s.code(), s.signal()) {
-            (Some(c), _) => Outcome::Exited(c),
-            (None, Some(sig)) => Outcome::Signaled(sig),
-            (None, None) => Outcome::Exited(-1),
-        },
-        Err(e) => Outcome::SpawnFailed(format!("failed to wait for the program: {e}")),
-    }
-}
-
-async fn drain(
-    pipe: Option<impl AsyncRead + Unpin>,
-    mut log: tokio::fs::File,
-    shared: Arc<ProcessShared>,
-    stderr: bool,
-    mut lines: Option<LineSplitter>,
-) {
-    let Some(mut pipe) = pipe else { return };
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        let n = match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        // Written as produced: the log on disk is the full record even if the
-        // job dies later.
-        if log.write_all(&buf[..n]).await.is_err() {
-            // Disk trouble: keep draining so the program never blocks on a
-            // full pipe; the capture still holds what fits.
-        }
-        let cap = if stderr {
-            &shared.stderr
-        } else {
-            &shared.stdout
-        };
-        lock(cap).push(&buf[..n]);
-        if let Some(lines) = lines.as_mut() {
-            lines.push(&buf[..n]);
-        }
-    }
-    if let Some(lines) = lines.as_mut() {
-        lines.finish();
-    }
-    let _ = log.flush().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn split(chunks: &[&[u8]]) -> Vec<(bool, String)> {
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let g = got.clone();
-        let mut s = LineSplitter {
-            sink: Arc::new(move |e, l: &str| g.lock().unwrap().push((e, l.to_string()))),
-            stderr: true,
-            line: Vec::new(),
-            overlong: false,
-        };
-        for c in chunks {
-            s.push(c);
-        }
-        s.finish();
-        let v = got.lock().unwrap().clone();
-        v
-    }
-
-    #[test]
-    fn lines_are_split_across_chunks_and_capped() {
-        let got = split(&[b"a\nb", b"c\r\n", b"tail"]);
-        let lines: Vec<&str> = got.iter().map(|(_, l)| l.as_str()).collect();
-        assert_eq!(lines, ["a", "bc", "tail"]);
-        let long = vec![b'x'; 3 * MAX_LINE];
-        let got = split(&[&long, b"\nnext\n"]);
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[0].1.len(), MAX_LINE);
-        assert_eq!(got[1].1, "next");
     }
 }

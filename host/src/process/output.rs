@@ -1,0 +1,133 @@
+//! A program's output on its way out: drained from its pipes into the log
+//! files as produced, copied (capped) into memory for the plugin, and split
+//! into lines for live events.
+
+use super::ProcessShared;
+use crate::engine::lock;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+/// Where live output lines go.
+pub type LineSink = Arc<dyn Fn(bool, &str) + Send + Sync>;
+
+/// Longest line passed to a [`LineSink`]; the rest of a longer line (or of
+/// binary output without newlines) is cut, the log file keeps it all.
+pub const MAX_LINE: usize = 1024;
+
+/// Splits a stream into lines for a [`LineSink`], with bounded memory.
+pub(super) struct LineSplitter {
+    pub(super) sink: LineSink,
+    pub(super) stderr: bool,
+    pub(super) line: Vec<u8>,
+    /// The current line passed `MAX_LINE` and was sent already.
+    pub(super) overlong: bool,
+}
+
+impl LineSplitter {
+    fn push(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let (part, rest, end) = match bytes.iter().position(|&b| b == b'\n') {
+                Some(i) => (&bytes[..i], &bytes[i + 1..], true),
+                None => (bytes, &[][..], false),
+            };
+            if !self.overlong {
+                let room = MAX_LINE - self.line.len();
+                self.line.extend_from_slice(&part[..part.len().min(room)]);
+                if part.len() > room {
+                    self.emit();
+                    self.overlong = true;
+                }
+            }
+            if end {
+                if !self.overlong {
+                    self.emit();
+                }
+                self.overlong = false;
+            }
+            bytes = rest;
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.line.is_empty() && !self.overlong {
+            self.emit();
+        }
+    }
+
+    fn emit(&mut self) {
+        let text = String::from_utf8_lossy(&self.line);
+        (self.sink)(self.stderr, text.trim_end_matches('\r'));
+        self.line.clear();
+    }
+}
+
+pub(super) async fn drain(
+    pipe: Option<impl AsyncRead + Unpin>,
+    mut log: tokio::fs::File,
+    shared: Arc<ProcessShared>,
+    stderr: bool,
+    mut lines: Option<LineSplitter>,
+) {
+    let Some(mut pipe) = pipe else { return };
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // Written as produced: the log on disk is the full record even if the
+        // job dies later.
+        if log.write_all(&buf[..n]).await.is_err() {
+            // Disk trouble: keep draining so the program never blocks on a
+            // full pipe; the capture still holds what fits.
+        }
+        let cap = if stderr {
+            &shared.stderr
+        } else {
+            &shared.stdout
+        };
+        lock(cap).push(&buf[..n]);
+        if let Some(lines) = lines.as_mut() {
+            lines.push(&buf[..n]);
+        }
+    }
+    if let Some(lines) = lines.as_mut() {
+        lines.finish();
+    }
+    let _ = log.flush().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn split(chunks: &[&[u8]]) -> Vec<(bool, String)> {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        let mut s = LineSplitter {
+            sink: Arc::new(move |e, l: &str| g.lock().unwrap().push((e, l.to_string()))),
+            stderr: true,
+            line: Vec::new(),
+            overlong: false,
+        };
+        for c in chunks {
+            s.push(c);
+        }
+        s.finish();
+        let v = got.lock().unwrap().clone();
+        v
+    }
+
+    #[test]
+    fn lines_are_split_across_chunks_and_capped() {
+        let got = split(&[b"a\nb", b"c\r\n", b"tail"]);
+        let lines: Vec<&str> = got.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(lines, ["a", "bc", "tail"]);
+        let long = vec![b'x'; 3 * MAX_LINE];
+        let got = split(&[&long, b"\nnext\n"]);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].1.len(), MAX_LINE);
+        assert_eq!(got[1].1, "next");
+    }
+}
