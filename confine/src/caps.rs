@@ -48,6 +48,12 @@ fn capset(data: &[Data; 2]) -> io::Result<()> {
     Ok(())
 }
 
+/// The calling thread's permitted set (bit n: capability n).
+pub(crate) fn permitted() -> Result<u64, ConfineError> {
+    let data = capget().map_err(|e| ConfineError::Capabilities(format!("capget: {e}")))?;
+    Ok(u64::from(data[0].permitted) | u64::from(data[1].permitted) << 32)
+}
+
 /// Clears the ambient, inheritable and bounding sets. Returns whether the
 /// exec'd program is left without capabilities. For a caller with no
 /// permitted capabilities that is already so (with no_new_privs, file

@@ -6,6 +6,11 @@
 //! execs the program in place, so the program inherits the confinement and
 //! the helper's pid.
 //!
+//! The fast path, [`Spawner`], saves that extra exec: a thread of the host
+//! confines itself once per policy and spawns the programs, which inherit
+//! the thread's confinement. It covers policies without rlimits in a host
+//! with capabilities (root); the helper covers everything.
+//!
 //! # Helper contract
 //!
 //! ```text
@@ -52,6 +57,10 @@
 //!   stdio, working directory and its own process group; grant the job
 //!   directory read-write, the program's install prefix read-only, and set
 //!   `TMPDIR` inside a writable grant.
+//! - Or, for a policy [`Spawner::eligible`] accepts: keep one [`Spawner`]
+//!   per distinct policy (a [`Policy`] is `Hash` + `Eq`), build the program's
+//!   own command (not [`command`]) and spawn it inside [`Spawner::run`];
+//!   fall back to the helper whenever [`Spawner::start`] fails.
 //!
 //! # Cost
 //!
@@ -61,7 +70,9 @@
 //! of microseconds; joining the shared network namespace a few tens more;
 //! creating a namespace per spawn costs hundreds, hence [`SharedNetns`].
 //! A statically linked helper (`-C target-feature=+crt-static`) starts
-//! noticeably faster. `tests/bench.rs` measures all of this.
+//! noticeably faster. A [`Spawner`] pays the policy once, at
+//! [`Spawner::start`], and per spawn only the hand-over to its thread and
+//! back. `tests/bench.rs` measures all of this.
 
 mod caps;
 mod error;
@@ -71,6 +82,8 @@ mod netns;
 mod policy;
 mod probe;
 mod rlimit;
+mod seccomp;
+mod spawner;
 
 pub use error::ConfineError;
 pub use fds::cloexec_inherited_fds;
@@ -81,6 +94,7 @@ pub use policy::{
     system_read_write_paths,
 };
 pub use probe::{NetnsSupport, Support, landlock_gaps, probe};
+pub use spawner::Spawner;
 
 use serde::{Deserialize, Serialize};
 use std::io;

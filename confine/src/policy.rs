@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 pub const POLICY_ENV: &str = "KILN_CONFINE_POLICY";
 
 /// What a confined program may do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Files and directory trees the program may read and execute.
@@ -57,7 +57,7 @@ impl Policy {
 /// Resource limits; `None` leaves the inherited limit alone. Each is set as
 /// both the soft and the hard limit (CPU: hard is one second above soft), and
 /// never above the inherited hard limit.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rlimits {
     /// `RLIMIT_CPU`: SIGXCPU after this many seconds of CPU time, SIGKILL one
@@ -82,7 +82,7 @@ pub struct Rlimits {
 }
 
 /// Network access of the program.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Network {
     /// The host's network namespace.
@@ -97,7 +97,7 @@ pub enum Network {
 
 /// Where a shared empty network namespace lives and how to recognise it, so
 /// that a stale path (its holder gone, the pid reused) is never joined.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SharedNetnsRef {
     pub net: NsFile,
@@ -109,7 +109,7 @@ pub struct SharedNetnsRef {
 
 /// A namespace file such as `/proc/<pid>/ns/net` with the identity (`st_dev`,
 /// `st_ino`) it had when the namespace was created.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NsFile {
     pub path: PathBuf,
@@ -134,6 +134,7 @@ pub struct NsFile {
 ///   pid), not its children's. glibc reads `/proc/self/maps` for the main
 ///   thread's stack bounds; other processes' entries stay hidden, and
 ///   Landlock's ptrace rules keep `/proc/<pid>/environ` of the host closed.
+///   A [`crate::Spawner`] drops it: resolved there it would name the host.
 /// - `/sys/devices/system/cpu`: glibc's `get_nprocs` (`sysconf`,
 ///   `os.cpu_count()`, OpenMP's default thread count) reads `online` there.
 ///

@@ -110,8 +110,29 @@ pub enum RunError {
     Catalog(#[from] CatalogError),
     #[error("parameter {name}: {detail}")]
     Param { name: String, detail: String },
+    #[error("{}", invalid_text(.0))]
+    Invalid(Vec<kiln_container::Report>),
     #[error(transparent)]
     JobDir(#[from] job::JobDirError),
+}
+
+fn invalid_text(reports: &[kiln_container::Report]) -> String {
+    let mut text = String::from("the parameters are not valid; nothing was run:");
+    for r in reports {
+        text.push_str(&format!("\n  {}: {} (code {})", r.path, r.message, r.code));
+    }
+    text
+}
+
+/// The errors (not warnings) of a container's validation, files included.
+pub(crate) fn validation_errors(
+    container: &kiln_container::Container,
+) -> Vec<kiln_container::Report> {
+    container
+        .validate_files(&|f| std::path::Path::new(&f.path).exists())
+        .into_iter()
+        .filter(|r| r.severity.is_error())
+        .collect()
 }
 
 /// The end of a job and its sub-jobs, as reported to users.
@@ -285,6 +306,10 @@ impl Host {
                     grants.read_dirs.insert(dir);
                 }
             }
+        }
+        let errors = validation_errors(&container);
+        if !errors.is_empty() {
+            return Err(RunError::Invalid(errors));
         }
         let (n, dir) = job::allocate_top_level(&self.shared.jobs_dir)?;
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);

@@ -110,14 +110,17 @@ fn run_with_json_reports_id_status_and_outputs() {
 #[test]
 fn a_failing_job_exits_1_with_the_cause() {
     let tmp = tempfile::tempdir().unwrap();
-    let reg = registry(tmp.path());
+    // mtzdump is registered as a program that exits 1.
+    let reg = tmp.path().join("failing.toml");
+    std::fs::write(&reg, "[programs.mtzdump]\npath = \"/bin/false\"\n").unwrap();
+    let hklin = format!("HKLIN={}", data("5e5z.mtz").display());
     let out = kiln(
         tmp.path(),
         &[
             "run",
             "mtzdump",
             "--param",
-            "HKLIN=/nonexistent/missing.mtz",
+            &hklin,
             "--registry",
             reg.to_str().unwrap(),
         ],
@@ -125,7 +128,84 @@ fn a_failing_job_exits_1_with_the_cause() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("failed"), "{stdout}");
-    assert!(stdout.contains("missing.mtz"), "{stdout}");
+    assert!(
+        stdout.contains("program mtzdump exited with status 1"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_missing_input_fails_validation_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = kiln(
+        tmp.path(),
+        &["run", "mtzdump", "--param", "HKLIN=missing.mtz"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("inputData.HKLIN") && stderr.contains("mustExist"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("kiln-jobs").exists(), "nothing was run");
+}
+
+#[test]
+fn def_check_and_params_show_read_ccp4i2_files() {
+    let defs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ccp4/container/testdata");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = kiln(
+        tmp.path(),
+        &[
+            "def",
+            "check",
+            defs.join("mtzheader.def.xml").to_str().unwrap(),
+            defs.join("pdbset_ui.def.xml").to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains(": ok: ") && l.contains("params round-trip ok"))
+            .count(),
+        2,
+        "{stdout}"
+    );
+
+    // An include without the CCP4i2 installation: an error naming it.
+    let out = kiln(
+        tmp.path(),
+        &[
+            "def",
+            "check",
+            defs.join("molrep_pipe.def.xml").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stdout)
+            .contains("include not resolved: wrappers/molrep_mr/script/molrep_mr.def.xml")
+    );
+
+    let out = kiln(
+        tmp.path(),
+        &[
+            "params",
+            "show",
+            defs.join("ccp4mg_general.test1.params.xml")
+                .to_str()
+                .unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("pluginName: coot_rebuild"), "{stdout}");
+    assert!(
+        stdout.contains("inputData.XYZIN.baseName = XYZOUT.pdb"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -6,33 +6,71 @@ mod common;
 
 use common::{TestHost, data, grants};
 use kiln_host::registry::ProgramEntry;
-use kiln_host::{FinishStatus, JobState};
+use kiln_host::{FinishStatus, RunRequest, TaskRef};
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_missing_input_file_fails_the_pipeline_naming_the_step_and_the_file() {
+async fn a_missing_input_file_is_refused_before_anything_runs_naming_the_item() {
     let t = TestHost::new().await;
     let pdb = data("rnase_frag.pdb");
-    let report = t
-        .run(
-            "demo_copycell",
-            &[
-                ("HKLIN", "/nonexistent/missing.mtz"),
-                ("XYZIN", pdb.to_str().unwrap()),
+    let e = t
+        .host
+        .submit(RunRequest {
+            task: TaskRef::Name("demo_copycell".into()),
+            params: vec![
+                ("HKLIN".into(), "/nonexistent/missing.mtz".into()),
+                ("XYZIN".into(), pdb.display().to_string()),
             ],
-            None,
-        )
-        .await;
-    assert_eq!(report.status, FinishStatus::Failed);
-    assert_eq!(report.state, JobState::Failed);
-    let reason = report.reason.clone().unwrap();
-    assert!(reason.contains("step 1"), "{reason}");
-    assert!(reason.contains("mtzdump"), "{reason}");
-    assert!(reason.contains("missing.mtz"), "{reason}");
-    // The failed step is recorded, and the second step never ran.
-    assert_eq!(report.sub_jobs.len(), 1);
-    assert_eq!(report.sub_jobs[0].status, FinishStatus::Failed);
-    assert!(report.job_dir.join("diagnostic.xml").is_file());
-    assert!(!report.job_dir.join("job_2").exists());
+            grants: None,
+        })
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("inputData.HKLIN"), "{e}");
+    assert!(e.contains("mustExist"), "{e}");
+    assert!(e.contains("missing.mtz"), "{e}");
+    assert!(
+        !t.jobs.path().join("jobs").exists(),
+        "no job directory was made"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sub_job_whose_input_is_missing_fails_the_pipeline_naming_the_cause() {
+    let t = TestHost::new().await;
+    // The pipeline itself is valid; the input disappears before step 1.
+    let dir = t.jobs.path().join("inputs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mtz = dir.join("vanishing.mtz");
+    std::fs::copy(data("5e5z.mtz"), &mtz).unwrap();
+    let pdb = data("rnase_frag.pdb");
+    let job = t
+        .host
+        .submit(RunRequest {
+            task: TaskRef::Name("demo_copycell".into()),
+            params: vec![
+                ("HKLIN".into(), mtz.display().to_string()),
+                ("XYZIN".into(), pdb.display().to_string()),
+            ],
+            grants: None,
+        })
+        .await
+        .unwrap();
+    std::fs::remove_file(&mtz).unwrap();
+    t.host.start(&job);
+    let result = job.wait().await;
+    assert_eq!(result.status, FinishStatus::Failed);
+    let reason = result.reason.unwrap();
+    assert!(
+        reason.contains("sub-job") && reason.contains("mtzdump"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("inputData.HKLIN") && reason.contains("vanishing.mtz"),
+        "{reason}"
+    );
+    assert!(job.dir.join("diagnostic.xml").is_file());
+    assert!(!job.dir.join("job_2").exists(), "step 2 never ran");
 }
 
 #[tokio::test(flavor = "multi_thread")]

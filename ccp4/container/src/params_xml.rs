@@ -124,6 +124,15 @@ impl ParamsHeader {
         Ok(h)
     }
 
+    /// The header's fields that are present, as (element name, value)
+    /// pairs in CCP4i2's order, for display.
+    pub fn present_fields(&self) -> Vec<(&'static str, String)> {
+        self.fields()
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name, v.to_string())))
+            .collect()
+    }
+
     /// Format a Unix time (seconds, UTC) the way CCP4i2 writes
     /// `creationTime`: `18:31 23/Apr/14`.
     pub fn creation_time_utc(unix_secs: i64) -> String {
@@ -445,4 +454,34 @@ mod tests {
         );
         assert_eq!(ParamsHeader::creation_time_utc(-1), "23:59 31/Dec/69");
     }
+}
+
+/// Every value in a PARAMS file as (dotted path, text), without knowing the
+/// task's definition: for showing a file from any source. Files appear as
+/// their elements (`HKLIN.baseName`, `HKLIN.relPath`, ...).
+pub fn values(text: &str) -> Result<Vec<(String, String)>, ParamsError> {
+    let root = xml::parse(text)?;
+    let body = root
+        .child("ccp4i2_body")
+        .or_else(|| root.child("body"))
+        .ok_or(ParamsError::NoBody)?;
+    let mut out = Vec::new();
+    fn walk(e: &xml::Elem, prefix: &str, out: &mut Vec<(String, String)>) {
+        for c in &e.children {
+            let path = if prefix.is_empty() {
+                c.name.clone()
+            } else {
+                format!("{prefix}.{}", c.name)
+            };
+            if c.children.is_empty() {
+                if !c.text.trim().is_empty() {
+                    out.push((path, c.text.trim().to_string()));
+                }
+            } else {
+                walk(c, &path, out);
+            }
+        }
+    }
+    walk(body, "", &mut out);
+    Ok(out)
 }

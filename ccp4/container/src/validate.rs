@@ -181,7 +181,7 @@ impl Walk<'_> {
                     && let Some(exists) = self.exists
                     && !exists(f)
                 {
-                    let m = format!("file does not exist: {}", f.path);
+                    let m = format!("file does not exist (mustExist): {}", f.path);
                     self.push(node, path, 101, Severity::Error, m);
                 }
             }

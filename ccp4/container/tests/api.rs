@@ -243,7 +243,7 @@ fn validation() {
     assert_eq!(none_exist[0].code, 101);
     assert_eq!(
         none_exist[0].message,
-        "file does not exist: /data/rnase_frag.pdb"
+        "file does not exist (mustExist): /data/rnase_frag.pdb"
     );
     assert!(
         c.validate_files(&|f| f.path == "/data/rnase_frag.pdb")

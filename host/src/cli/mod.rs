@@ -1,8 +1,10 @@
 //! Argument parsing and dispatch for the `kiln` binary.
 
+mod def;
 mod demo;
 mod describe;
 mod output;
+mod params;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -80,6 +82,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// CCP4i2 task definitions (def.xml).
+    Def {
+        #[command(subcommand)]
+        command: DefCommand,
+    },
+    /// CCP4i2 parameter files (params.xml).
+    Params {
+        #[command(subcommand)]
+        command: ParamsCommand,
+    },
     /// Kiln's own implementations of CCP4 programs (used by the demo registry).
     #[command(hide = true)]
     Tool {
@@ -89,10 +101,51 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum DefCommand {
+    /// Parse definitions, print a line per file, exit 2 on any error.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// CCP4i2 installation that `<file>` includes are read from
+        /// (default: $CCP4I2_TOP).
+        #[arg(long, value_name = "DIR")]
+        top: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ParamsCommand {
+    /// Print a params.xml: its header and values.
+    Show {
+        file: PathBuf,
+        /// Read the values against this task definition (def.xml).
+        #[arg(long, value_name = "FILE")]
+        def: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Tool { name, args } = &cli.command {
-        return run_tool(name, args);
+    match &cli.command {
+        Command::Tool { name, args } => return run_tool(name, args),
+        Command::Def {
+            command: DefCommand::Check { files, top },
+        } => return ExitCode::from(def::check(files, top.as_deref())),
+        Command::Params {
+            command: ParamsCommand::Show { file, def, json },
+        } => {
+            return match params::show(file, def.as_deref(), *json) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("kiln: {e:#}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            };
+        }
+        _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -120,7 +173,9 @@ pub fn main() -> ExitCode {
                 host,
                 json,
             } => describe::describe(&task, grants.as_deref(), host, json).await,
-            Command::Tool { .. } => unreachable!("handled before the runtime starts"),
+            Command::Tool { .. } | Command::Def { .. } | Command::Params { .. } => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     match result {

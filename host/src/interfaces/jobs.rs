@@ -212,6 +212,21 @@ impl HostSubJob for PluginState {
                 h.job.id
             ))));
         }
+        // A sub-job's parameters are checked as a top-level job's are,
+        // before anything of it runs.
+        let errors = crate::host::validation_errors(&lock(&h.job.container));
+        if !errors.is_empty() {
+            let list: Vec<String> = errors
+                .iter()
+                .map(|r| format!("{}: {} (code {})", r.path, r.message, r.code))
+                .collect();
+            return Ok(Err(invalid(format!(
+                "sub-job {} ({}) has invalid parameters: {}",
+                h.job.id,
+                h.job.task.name,
+                list.join("; ")
+            ))));
+        }
         h.started = true;
         crate::job::start_job(host, h.job.clone());
         Ok(Ok(()))
