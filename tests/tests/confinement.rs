@@ -130,3 +130,28 @@ async fn required_confinement_refuses_to_run_a_program_unconfined() {
     assert!(reason.contains("kiln-confine was not found"), "{reason}");
     assert!(!r.job_dir.join("log.txt").exists(), "nothing was spawned");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn programs_with_rlimits_are_confined_too_through_the_helper() {
+    let t = TestHost::new().await;
+    // Rlimits are per process, so these programs go through kiln-confine
+    // rather than the job's spawner thread: same confinement, plus limits.
+    let limited = || {
+        Some(grants(
+            "programs = [\"fake\", \"sneaky-read\"]\n[limits]\nprogram_open_files = 64\nprogram_file_size_bytes = 1000\n",
+        ))
+    };
+    let r = t.probe("outcome sneaky-read", limited()).await;
+    assert_eq!(result_text(&r), "exited 1");
+    let err = std::fs::read_to_string(r.job_dir.join("log_err.txt")).unwrap();
+    assert!(err.contains("Permission denied"), "{err}");
+
+    // The file-size limit stops a write past 1000 bytes (SIGXFSZ).
+    let r = t.probe("outcome fake spew 5000 stdout", limited()).await;
+    assert_eq!(result_text(&r), "exited 0", "stdout is a pipe, not limited");
+    let big = "x".repeat(2000);
+    let r = t
+        .probe(&format!("outcome fake write-file big.txt {big}"), limited())
+        .await;
+    assert_eq!(result_text(&r), "signaled 25");
+}

@@ -125,7 +125,7 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
     let confine = b
         .host
         .confinement
-        .policy_for(job, &entry.path)
+        .confine(job, &entry.path)
         .map_err(failed)?;
     // Programs get a scratch directory inside what they may write.
     if !env.iter().any(|(k, _)| k == "TMPDIR") {

@@ -175,6 +175,10 @@ pub struct Job {
     /// This job's programs that are running, and waiting for a slot.
     pub(crate) programs_running: std::sync::atomic::AtomicUsize,
     pub(crate) programs_queued: std::sync::atomic::AtomicUsize,
+    /// The job's confined spawner threads, one per distinct policy; they end
+    /// with the job.
+    pub(crate) spawners:
+        Mutex<std::collections::HashMap<kiln_confine::Policy, Arc<kiln_confine::Spawner>>>,
 }
 
 /// When a job was made, started and ended.
@@ -230,6 +234,7 @@ impl Job {
             pipeline_slots,
             programs_running: Default::default(),
             programs_queued: Default::default(),
+            spawners: Mutex::new(Default::default()),
             dir,
         })
     }

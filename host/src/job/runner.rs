@@ -111,6 +111,8 @@ async fn settle(host: &Arc<HostShared>, job: &Arc<Job>, mut result: JobResult) {
     for p in &processes {
         p.wait().await;
     }
+    // No more programs for this job: its spawner threads end.
+    lock(&job.spawners).clear();
     for child in job.children() {
         if child.result().is_some() {
             continue;

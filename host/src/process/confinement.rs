@@ -6,6 +6,12 @@
 //! itself never forks with its large address space and runs no code between
 //! fork and exec.
 //!
+//! A policy without rlimits (the default) takes a faster path: a spawner
+//! thread of the job that has confined itself the same way spawns the
+//! program directly, and the program inherits the thread's confinement
+//! (see `kiln_confine::Spawner`). Rlimits are per process, so a policy with
+//! any goes through the helper.
+//!
 //! Where the helper or the kernel features are missing, the host says so
 //! once and runs programs unconfined, unless confinement is required (the
 //! `--require-confinement` flag or `require_confinement` in the grants), in
@@ -13,9 +19,9 @@
 
 use crate::engine::lock;
 use crate::job::Job;
-use kiln_confine::{Network, Policy, Rlimits, SharedNetns};
+use kiln_confine::{Network, Policy, Rlimits, SharedNetns, Spawner};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, Once};
+use std::sync::{Arc, Mutex, Once};
 
 /// Where to find the helper: `$KILN_CONFINE_HELPER`, else `kiln-confine`
 /// beside the running executable, else where the build put it.
@@ -33,6 +39,15 @@ pub fn find_helper() -> Option<PathBuf> {
     built.is_file().then_some(built)
 }
 
+/// How one program is confined.
+#[derive(Clone)]
+pub enum Confined {
+    /// Spawned through the helper binary, which applies the policy.
+    Helper { helper: PathBuf, policy: Policy },
+    /// Spawned by a thread that has applied the policy to itself.
+    Thread(Arc<Spawner>),
+}
+
 /// The host's confinement set-up, shared by every job.
 pub struct Confinement {
     helper: Option<PathBuf>,
@@ -43,6 +58,7 @@ pub struct Confinement {
     /// One empty network namespace, joined by every program without network.
     netns: Mutex<Option<SharedNetns>>,
     warned: Once,
+    warned_thread: Once,
 }
 
 impl Confinement {
@@ -66,17 +82,43 @@ impl Confinement {
             gap: (!gaps.is_empty()).then(|| gaps.join("; ")),
             netns: Mutex::new(None),
             warned: Once::new(),
+            warned_thread: Once::new(),
         }
     }
 
-    /// The helper and policy to spawn `program` for `job` with; `Ok(None)`
-    /// runs it unconfined (after a one-time warning); `Err` is why it must
-    /// not run at all.
-    pub fn policy_for(
-        &self,
-        job: &Job,
-        program: &Path,
-    ) -> Result<Option<(PathBuf, Policy)>, String> {
+    /// How to spawn `program` for `job`: through a spawner thread of the
+    /// job where the policy allows, else through the helper; `Ok(None)` runs
+    /// it unconfined (after a one-time warning); `Err` is why it must not
+    /// run at all.
+    pub fn confine(&self, job: &Job, program: &Path) -> Result<Option<Confined>, String> {
+        let Some((helper, policy)) = self.policy_for(job, program)? else {
+            return Ok(None);
+        };
+        if Spawner::eligible(&policy).is_err() {
+            return Ok(Some(Confined::Helper { helper, policy }));
+        }
+        let mut spawners = lock(&job.spawners);
+        if let Some(s) = spawners.get(&policy) {
+            return Ok(Some(Confined::Thread(s.clone())));
+        }
+        match Spawner::start(&policy) {
+            Ok(spawner) => {
+                for w in &spawner.applied().warnings {
+                    self.warned_thread
+                        .call_once(|| eprintln!("kiln: warning: {w}"));
+                }
+                let spawner = Arc::new(spawner);
+                spawners.insert(policy, spawner.clone());
+                Ok(Some(Confined::Thread(spawner)))
+            }
+            // The helper applies the same policy, only slower.
+            Err(_) => Ok(Some(Confined::Helper { helper, policy })),
+        }
+    }
+
+    /// The helper and policy for `program` of `job`; `Ok(None)` runs it
+    /// unconfined (after a one-time warning); `Err` is why it must not run.
+    fn policy_for(&self, job: &Job, program: &Path) -> Result<Option<(PathBuf, Policy)>, String> {
         let require = self.require || job.grants.require_confinement;
         if let Some(gap) = &self.gap {
             if require {

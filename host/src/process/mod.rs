@@ -19,7 +19,7 @@ mod output;
 mod supervise;
 
 pub use capture::Captured;
-pub use confinement::{Confinement, find_helper};
+pub use confinement::{Confined, Confinement, find_helper};
 pub use handle::ChildHandle;
 pub use output::{LineSink, MAX_LINE};
 
@@ -74,9 +74,8 @@ pub struct SpawnSpec {
     pub capture_limit: usize,
     /// Time between SIGTERM and SIGKILL.
     pub grace: Duration,
-    /// The confinement helper and the policy it applies; `None` runs the
-    /// program directly.
-    pub confine: Option<(PathBuf, kiln_confine::Policy)>,
+    /// How the program is confined; `None` runs it unconfined.
+    pub confine: Option<Confined>,
     /// Receives each line of output as it is produced (`true` for stderr).
     pub on_line: Option<LineSink>,
 }
@@ -249,7 +248,7 @@ async fn run(
         let _ = drain_err.await;
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
-    if spec.confine.is_some() {
+    if matches!(spec.confine, Some(Confined::Helper { .. })) {
         helper_failure(shared, outcome)
     } else {
         outcome
@@ -277,11 +276,11 @@ fn start(
     check_executable(&spec.program)?;
     let mut cmd = match &spec.confine {
         // The helper's command has a cleared environment already.
-        Some((helper, policy)) => tokio::process::Command::from(
+        Some(Confined::Helper { helper, policy }) => tokio::process::Command::from(
             kiln_confine::command(helper, policy, &spec.program)
                 .map_err(|e| format!("failed to prepare confinement: {e}"))?,
         ),
-        None => {
+        Some(Confined::Thread(_)) | None => {
             let mut c = tokio::process::Command::new(&spec.program);
             c.env_clear();
             c
@@ -295,9 +294,21 @@ fn start(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let child = cmd
-        .spawn()
-        .map_err(|e| spawn_error_text(&spec.program, &e))?;
+    let spawned = match &spec.confine {
+        Some(Confined::Thread(spawner)) => {
+            // The child is created by the confined thread and inherits its
+            // confinement; the runtime handle lets it register the child.
+            let handle = tokio::runtime::Handle::current();
+            spawner
+                .run(move || {
+                    let _runtime = handle.enter();
+                    cmd.spawn()
+                })
+                .map_err(|e| format!("failed to spawn through the confined thread: {e}"))?
+        }
+        _ => cmd.spawn(),
+    };
+    let child = spawned.map_err(|e| spawn_error_text(&spec.program, &e))?;
     Ok((child, stdout_log, stderr_log))
 }
 
