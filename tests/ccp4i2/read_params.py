@@ -153,7 +153,7 @@ def read_header(header):
             continue
         try:
             field.setEtree(child)
-        except Exception as e:  # noqa: BLE001 - reported, not hidden
+        except Exception as e:  # reported, not hidden
             errors[child.tag] = f"{type(e).__name__}: {e}"
             continue
         values[child.tag] = plain(getattr(field, "value", None))
@@ -230,7 +230,7 @@ def main(argv):
     for def_xml, params_xml in zip(argv[0::2], argv[1::2]):
         try:
             results.append(read_one(def_xml, params_xml, log))
-        except Exception:  # noqa: BLE001 - the traceback is the report
+        except Exception:  # the traceback is the report
             traceback.print_exc()
             return 1
     json.dump(results, sys.stdout, indent=1, sort_keys=True)
