@@ -15,6 +15,8 @@ fn kiln(dir: &Path, args: &[&str]) -> Output {
             "KILN_CACHE_DIR",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-cache"),
         )
+        // Tests that want a CCP4i2 installation pass it with --top.
+        .env_remove("CCP4I2_TOP")
         .output()
         .unwrap()
 }
@@ -294,4 +296,33 @@ fn describe_lists_the_requested_capabilities() {
         "{stdout}"
     );
     assert!(stdout.contains("<ccp4i2"), "{stdout}");
+}
+
+#[test]
+fn def_check_resolves_includes_from_a_ccp4i2_installation() {
+    // CI installs CCP4i2's definitions (the PyPI package) and sets this.
+    let Some(top) = std::env::var_os("CCP4I2_TOP") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set CCP4I2_TOP (see .ci/run)"
+        );
+        eprintln!("skipped: CCP4I2_TOP is not set");
+        return;
+    };
+    let defs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ccp4/container/testdata");
+    let files: Vec<String> = ["molrep_pipe", "mtzheader", "pdbset_ui", "prosmart_refmac"]
+        .iter()
+        .map(|n| defs.join(format!("{n}.def.xml")).display().to_string())
+        .collect();
+    let mut args = vec!["def", "check", "--top", top.to_str().unwrap()];
+    args.extend(files.iter().map(String::as_str));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = kiln(tmp.path(), &args);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains(": ok: ")).count(),
+        4,
+        "{stdout}"
+    );
 }
