@@ -206,3 +206,43 @@ async fn a_loop_a_memory_bomb_and_a_stack_overflow_end_within_limits_while_a_pip
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_number_outside_its_range_is_refused_with_ccp4i2s_code() {
+    let t = TestHost::new().await;
+    for (value, code) in [("2.5", "code 102"), ("-1", "code 101")] {
+        let e = t
+            .host
+            .submit(RunRequest {
+                task: TaskRef::Name("probe".into()),
+                params: vec![
+                    ("MODE".into(), "ok".into()),
+                    ("FRACTION".into(), value.into()),
+                ],
+                grants: None,
+            })
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("controlParameters.FRACTION") && e.contains(code),
+            "{e}"
+        );
+    }
+    let e = t
+        .host
+        .submit(RunRequest {
+            task: TaskRef::Name("probe".into()),
+            params: vec![
+                ("MODE".into(), "ok".into()),
+                ("FRACTION".into(), "lots".into()),
+            ],
+            grants: None,
+        })
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("FRACTION") && e.contains("lots"), "{e}");
+}
