@@ -90,8 +90,8 @@ pub use fds::cloexec_inherited_fds;
 pub use filesystem::{Enforcement, LandlockApplied};
 pub use netns::{NetworkApplied, SharedNetns, hold_netns};
 pub use policy::{
-    Network, NsFile, POLICY_ENV, Policy, Rlimits, SharedNetnsRef, system_read_only_paths,
-    system_read_write_paths,
+    CGROUP_ENV, Network, NsFile, POLICY_ENV, Policy, Rlimits, SharedNetnsRef,
+    system_read_only_paths, system_read_write_paths,
 };
 pub use probe::{NetnsSupport, Support, landlock_gaps, probe};
 pub use spawner::Spawner;

@@ -4,7 +4,9 @@
 
 #![no_main]
 
-use kiln_confine::{EXIT_CONFINE_FAILED, EXIT_EXEC_FAILED, POLICY_ENV, Policy, STDERR_PREFIX};
+use kiln_confine::{
+    CGROUP_ENV, EXIT_CONFINE_FAILED, EXIT_EXEC_FAILED, POLICY_ENV, Policy, STDERR_PREFIX,
+};
 use std::ffi::{CString, OsString};
 use std::fmt::Display;
 use std::io::{self, Write};
@@ -67,7 +69,7 @@ fn run(command: Vec<OsString>) -> i32 {
     };
     let envp = match cstrings(
         std::env::vars_os()
-            .filter(|(k, _)| k != POLICY_ENV)
+            .filter(|(k, _)| k != POLICY_ENV && k != CGROUP_ENV)
             .map(|(k, v)| {
                 let mut kv = k;
                 kv.push("=");
@@ -81,6 +83,25 @@ fn run(command: Vec<OsString>) -> i32 {
     let argv_ptrs = null_terminated(&argv);
     let envp_ptrs = null_terminated(&envp);
 
+    // Join the job's cgroup first (Landlock would then refuse the write):
+    // the program and everything it starts stay findable from here on.
+    if let Some(dirs) = std::env::var_os(CGROUP_ENV) {
+        for dir in std::env::split_paths(&dirs) {
+            let procs = dir.join("cgroup.procs");
+            if let Err(e) = std::fs::write(&procs, "0") {
+                if policy.require {
+                    return fail(format_args!(
+                        "cannot join the cgroup {}: {e}",
+                        procs.display()
+                    ));
+                }
+                say(format_args!(
+                    "warning: cannot join the cgroup {}: {e}",
+                    procs.display()
+                ));
+            }
+        }
+    }
     // A missing program is reported by execve (exit 127), not as a bad grant.
     if program.exists() {
         policy.read_only.push(program.clone());

@@ -8,6 +8,12 @@ use std::path::{Path, PathBuf};
 /// (as JSON) to `kiln-confine`. The helper removes it before exec.
 pub const POLICY_ENV: &str = "KILN_CONFINE_POLICY";
 
+/// Optional: cgroup directories (`:`-separated, v2 and v1 alike) the helper
+/// moves itself into before it confines itself and execs, so the program
+/// and all it starts belong to them.
+/// Removed from the program's environment like the policy.
+pub const CGROUP_ENV: &str = "KILN_CONFINE_CGROUP";
+
 /// What a confined program may do.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -26,6 +26,7 @@
 //! program_file_size_bytes = 1073741824
 //! program_open_files = 1024
 //! program_memory_bytes = 8589934592
+//! program_processes = 4096           # processes a job's programs may have (pids cgroup)
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,9 @@ pub struct Limits {
     pub program_open_files: Option<u64>,
     /// Address space of a native program, bytes (RLIMIT_AS).
     pub program_memory_bytes: Option<u64>,
+    /// Processes and threads a job's programs may have at once, all their
+    /// descendants counted (the job's pids cgroup; stops fork bombs).
+    pub program_processes: Option<u64>,
 }
 
 impl Default for Limits {
@@ -72,6 +76,7 @@ impl Default for Limits {
             program_file_size_bytes: None,
             program_open_files: None,
             program_memory_bytes: None,
+            program_processes: Some(4096),
         }
     }
 }
@@ -98,6 +103,7 @@ impl Limits {
             ),
             program_open_files: min_opt(self.program_open_files, other.program_open_files),
             program_memory_bytes: min_opt(self.program_memory_bytes, other.program_memory_bytes),
+            program_processes: min_opt(self.program_processes, other.program_processes),
         }
     }
 }

@@ -67,6 +67,9 @@ pub(crate) struct HostShared {
     pub confinement: Confinement,
     /// Slots for native programs running at once, host-wide.
     pub process_slots: Arc<tokio::sync::Semaphore>,
+    /// Where job cgroups are made; `None` where cgroup v2 is not available
+    /// (programs are then tracked by process group only).
+    pub cgroups: Option<crate::process::cgroup::CgroupRoot>,
     pub events: EventBus,
     pub jobs_dir: PathBuf,
     /// Cancelling this cancels every job.
@@ -215,6 +218,7 @@ impl Host {
                 registry: config.registry,
                 stage: config.stage,
                 confinement: Confinement::new(config.confine_helper, config.require_confinement),
+                cgroups: crate::process::cgroup::CgroupRoot::create(),
                 process_slots: Arc::new(tokio::sync::Semaphore::new(
                     config.max_running_processes.max(1),
                 )),

@@ -155,3 +155,52 @@ async fn programs_with_rlimits_are_confined_too_through_the_helper() {
         .await;
     assert_eq!(result_text(&r), "signaled 25");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_bomb_is_stopped_by_the_jobs_process_limit() {
+    if !std::path::Path::new("/sys/fs/cgroup/pids").is_dir() {
+        eprintln!("skipped: no pids cgroup hierarchy");
+        return;
+    }
+    let t = TestHost::with_registry(|mut r| {
+        r.insert(
+            "fake",
+            ProgramEntry {
+                path: "/usr/bin/python3".into(),
+                args: vec![
+                    "-c".into(),
+                    "import os, sys, time\nn = 0\ntry:\n    while n < 10000:\n        if os.fork() == 0:\n            time.sleep(30)\n            os._exit(0)\n        n += 1\nexcept OSError as e:\n    print('fork failed after', n, e, file=sys.stderr)\n".into(),
+                ],
+                env: Default::default(),
+                sha256: None,
+            },
+        )
+        .unwrap();
+        r
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let r = t
+        .probe(
+            "outcome fake",
+            Some(grants(
+                "programs = [\"fake\"]\n[limits]\nprogram_processes = 20\n",
+            )),
+        )
+        .await;
+    assert_eq!(r.status, FinishStatus::Succeeded, "{r:#?}");
+    let err = std::fs::read_to_string(r.job_dir.join("log_err.txt")).unwrap();
+    assert!(
+        err.contains("fork failed after") && err.contains("Resource temporarily unavailable"),
+        "{err}"
+    );
+    let n: usize = err
+        .split_whitespace()
+        .nth(3)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(usize::MAX);
+    assert!(n < 20, "{n} forks under a limit of 20: {err}");
+    // The sleeps that did start die with the job; the host is unharmed.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(t.probe("ok", None).await.status, FinishStatus::Succeeded);
+}

@@ -264,3 +264,34 @@ async fn a_flood_on_stdout_and_stderr_at_once_reaches_the_logs_without_deadlock(
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_setsid_escapee_is_killed_at_the_end_of_its_job() {
+    if !std::path::Path::new("/sys/fs/cgroup").exists() {
+        eprintln!("skipped: no cgroup file system");
+        return;
+    }
+    let t = TestHost::new().await;
+    let started = std::time::Instant::now();
+    // Through the helper (an rlimit set) and through the spawner thread.
+    for grants_toml in [
+        None,
+        Some("programs = [\"fake\"]\n[limits]\nprogram_open_files = 256\n"),
+    ] {
+        let report = t
+            .probe("outcome fake setsid-grandchild 60", grants_toml.map(grants))
+            .await;
+        assert_eq!(result_text(&report), "exited 0");
+        let log = std::fs::read_to_string(report.job_dir.join("log.txt")).unwrap();
+        let pid: i32 = log
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no pid in {log:?}"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(!alive(pid), "the setsid escapee {pid} outlived its job");
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}

@@ -175,6 +175,8 @@ pub struct Job {
     /// This job's programs that are running, and waiting for a slot.
     pub(crate) programs_running: std::sync::atomic::AtomicUsize,
     pub(crate) programs_queued: std::sync::atomic::AtomicUsize,
+    /// The job's cgroup, made when its first program starts.
+    pub(crate) cgroup: Mutex<Option<crate::process::cgroup::JobCgroup>>,
     /// The job's confined spawner threads, one per distinct policy; they end
     /// with the job.
     pub(crate) spawners:
@@ -235,6 +237,7 @@ impl Job {
             programs_running: Default::default(),
             programs_queued: Default::default(),
             spawners: Mutex::new(Default::default()),
+            cgroup: Mutex::new(None),
             dir,
         })
     }
@@ -329,6 +332,20 @@ impl Job {
             .nth(depth)
             .unwrap_or(&self.dir)
             .to_path_buf()
+    }
+
+    /// Run `f` with the job's cgroups, made on first use; `None` without
+    /// cgroup support.
+    pub(crate) fn with_cgroup<R>(
+        &self,
+        root: Option<&crate::process::cgroup::CgroupRoot>,
+        f: impl FnOnce(&crate::process::cgroup::JobCgroup) -> R,
+    ) -> Option<R> {
+        let mut slot = lock(&self.cgroup);
+        if slot.is_none() {
+            *slot = root.map(|r| r.job(&self.id, self.grants.limits.program_processes));
+        }
+        slot.as_ref().map(f)
     }
 
     pub fn times(&self) -> JobTimes {

@@ -113,6 +113,13 @@ async fn settle(host: &Arc<HostShared>, job: &Arc<Job>, mut result: JobResult) {
     }
     // No more programs for this job: its spawner threads end.
     lock(&job.spawners).clear();
+    // Whatever the programs left behind — double-forked or setsid escapees
+    // included — dies with the job.
+    let cgroup = lock(&job.cgroup).take();
+    if let Some(cgroup) = cgroup {
+        // The host itself never: a spawner thread, now gone, was a member.
+        cgroup.kill_all(&[std::process::id() as i32]).await;
+    }
     for child in job.children() {
         if child.result().is_some() {
             continue;

@@ -1,80 +1,141 @@
-//! Per-job cgroups (v2), so that everything a job's programs start —
+//! Per-job cgroups, so that everything a job's programs start —
 //! grandchildren, double-forked and `setsid` escapees included — can be
 //! found and killed when the job ends. A process group is not enough: a
 //! program can leave it, but it cannot leave its cgroup.
 //!
-//! The host makes `kiln-<pid>/job-<id>` under the cgroup2 mount; each
-//! program's confinement helper moves itself there before it execs, so no
-//! child can be forked outside it. Where no writable cgroup2 hierarchy
-//! exists, jobs fall back to killing process groups only, and the host says
-//! so once.
+//! Two hierarchies are used where mounted:
+//! - cgroup v2: `kiln-<pid>-<n>/job-<id>` with `cgroup.kill`. A program spawned
+//!   through the `kiln-confine` helper joins it before it execs.
+//! - cgroup v1 `pids`: the same layout, with `pids.max` bounding fork bombs.
+//!   v1 tracks threads, so a job's spawner thread is moved in itself and
+//!   every program it spawns is born inside: no window in which a fresh
+//!   program could fork an escapee outside the job's cgroup.
+//!
+//! A program spawned directly where only v2 exists is moved in right after
+//! it starts; a child it forks within those microseconds stays outside. With
+//! neither hierarchy, jobs fall back to killing process groups only.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The host's cgroup: where job cgroups are made.
+/// The host's cgroups: where job cgroups are made.
 pub struct CgroupRoot {
-    dir: PathBuf,
+    v2: Option<PathBuf>,
+    v1_pids: Option<PathBuf>,
 }
 
 impl CgroupRoot {
-    /// Find a writable cgroup2 mount and make this host's directory in it.
-    pub fn create() -> Result<CgroupRoot, String> {
-        let mount = cgroup2_mount().ok_or("no cgroup2 hierarchy is mounted")?;
-        let dir = mount.join(format!("kiln-{}", std::process::id()));
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
-        }
-        if !dir.join("cgroup.kill").exists() {
-            let _ = std::fs::remove_dir(&dir);
-            return Err("the kernel has no cgroup.kill (Linux 5.14 or later needed)".into());
-        }
-        Ok(CgroupRoot { dir })
+    /// Make this host's directories in whatever hierarchies are mounted and
+    /// writable; `None` when there are none.
+    pub fn create() -> Option<CgroupRoot> {
+        // Unique per host, not per process: a process may run several.
+        static HOSTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = HOSTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("kiln-{}-{n}", std::process::id());
+        let make = |mount: PathBuf, needs: &str| {
+            let dir = mount.join(&name);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(_) => return None,
+            }
+            if dir.join(needs).exists() {
+                Some(dir)
+            } else {
+                let _ = std::fs::remove_dir(&dir);
+                None
+            }
+        };
+        let v2 = mount_of("cgroup2", None).and_then(|m| make(m, "cgroup.kill"));
+        let v1_pids = mount_of("cgroup", Some("pids")).and_then(|m| make(m, "pids.max"));
+        (v2.is_some() || v1_pids.is_some()).then_some(CgroupRoot { v2, v1_pids })
     }
 
-    /// A new, empty cgroup for one job.
-    pub fn job(&self, job_id: &str) -> Result<JobCgroup, String> {
-        let dir = self.dir.join(format!("job-{job_id}"));
-        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        Ok(JobCgroup { dir })
+    /// New, empty cgroups for one job; `pids_max` bounds its processes.
+    pub fn job(&self, job_id: &str, pids_max: Option<u64>) -> JobCgroup {
+        let make = |root: &Option<PathBuf>| {
+            let dir = root.as_ref()?.join(format!("job-{job_id}"));
+            std::fs::create_dir(&dir).ok().map(|()| dir)
+        };
+        let v1 = make(&self.v1_pids);
+        if let (Some(dir), Some(max)) = (&v1, pids_max) {
+            let _ = std::fs::write(dir.join("pids.max"), max.to_string());
+        }
+        JobCgroup {
+            v2: make(&self.v2),
+            v1,
+        }
     }
 }
 
 impl Drop for CgroupRoot {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.dir);
+        for dir in [&self.v2, &self.v1_pids].into_iter().flatten() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
-/// One job's cgroup.
+/// One job's cgroups.
 pub struct JobCgroup {
-    dir: PathBuf,
+    v2: Option<PathBuf>,
+    v1: Option<PathBuf>,
 }
 
 impl JobCgroup {
-    /// The directory whose `cgroup.procs` a program joins.
-    pub fn path(&self) -> &Path {
-        &self.dir
+    /// The directories a program joins (through the helper), joined by `:`.
+    pub fn join_list(&self) -> Option<String> {
+        let dirs: Vec<String> = [&self.v2, &self.v1]
+            .into_iter()
+            .flatten()
+            .map(|d| d.display().to_string())
+            .collect();
+        (!dirs.is_empty()).then(|| dirs.join(":"))
     }
 
-    /// Whether any process is still in the cgroup.
-    pub fn is_populated(&self) -> bool {
-        std::fs::read_to_string(self.dir.join("cgroup.procs"))
-            .map(|s| !s.trim().is_empty())
-            .unwrap_or(false)
+    /// Whether a thread's spawns are born inside (v1 tracks threads).
+    pub fn tracks_threads(&self) -> bool {
+        self.v1.is_some()
     }
 
-    /// Kill every process in the cgroup and wait (briefly) until it is
-    /// empty.
-    pub async fn kill_all(&self) {
-        if !self.is_populated() {
-            return;
+    /// Move a host thread (a spawner) in, so what it spawns is born inside.
+    pub fn adopt_thread(&self, tid: i32) {
+        if let Some(v1) = &self.v1 {
+            let _ = std::fs::write(v1.join("tasks"), tid.to_string());
         }
-        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
+    }
+
+    /// Move a process that has just started in.
+    pub fn adopt_process(&self, pid: u32) {
+        for dir in [&self.v2, &self.v1].into_iter().flatten() {
+            let _ = std::fs::write(dir.join("cgroup.procs"), pid.to_string());
+        }
+    }
+
+    /// Kill every process in the job's cgroups (the spawner threads, which
+    /// are the host's, excepted) and wait briefly until they are gone.
+    pub async fn kill_all(&self, spare: &[i32]) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.is_populated() && Instant::now() < deadline {
+        loop {
+            let mut left = false;
+            if let Some(v2) = &self.v2 {
+                if populated(v2, &[]) {
+                    left = true;
+                    let _ = std::fs::write(v2.join("cgroup.kill"), "1");
+                }
+            }
+            if let Some(v1) = &self.v1 {
+                // v1 has no cgroup.kill: signal each member; pids.max keeps
+                // a fork bomb from outrunning this loop for long.
+                for pid in members(v1).into_iter().filter(|p| !spare.contains(p)) {
+                    left = true;
+                    // SAFETY: kill has no memory-safety preconditions.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            if !left || Instant::now() > deadline {
+                return;
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -82,20 +143,52 @@ impl JobCgroup {
 
 impl Drop for JobCgroup {
     fn drop(&mut self) {
-        // Removing a cgroup fails while it has members; kill_all ran first
-        // on every path that ends a job.
-        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
-        let _ = std::fs::remove_dir(&self.dir);
+        for dir in [&self.v2, &self.v1].into_iter().flatten() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
-/// The mount point of the cgroup2 hierarchy, from /proc/self/mountinfo.
-fn cgroup2_mount() -> Option<PathBuf> {
+/// Live members: a zombie is dead already (v1 lists it until reaped, and a
+/// reparented escapee's zombie is reaped by whoever its parent became).
+fn members(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .filter(|pid| !is_zombie(*pid))
+        .collect()
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = stat.rsplit_once(')')?.1.to_string();
+            after.split_whitespace().next().map(|s| s == "Z")
+        })
+        .unwrap_or(true)
+}
+
+fn populated(dir: &Path, spare: &[i32]) -> bool {
+    members(dir).iter().any(|p| !spare.contains(p))
+}
+
+/// The mount point of a cgroup hierarchy from /proc/self/mountinfo: the
+/// cgroup2 one, or the v1 one with `controller`.
+fn mount_of(fstype: &str, controller: Option<&str>) -> Option<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
-        if !right.starts_with("cgroup2 ") {
+        let mut r = right.split_whitespace();
+        if r.next()? != fstype {
             return None;
+        }
+        if let Some(c) = controller {
+            let options = r.nth(1)?;
+            if !options.split(',').any(|o| o == c) {
+                return None;
+            }
         }
         left.split_whitespace().nth(4).map(PathBuf::from)
     })

@@ -90,7 +90,12 @@ impl Confinement {
     /// job where the policy allows, else through the helper; `Ok(None)` runs
     /// it unconfined (after a one-time warning); `Err` is why it must not
     /// run at all.
-    pub fn confine(&self, job: &Job, program: &Path) -> Result<Option<Confined>, String> {
+    pub fn confine(
+        &self,
+        job: &Job,
+        program: &Path,
+        cgroups: Option<&super::cgroup::CgroupRoot>,
+    ) -> Result<Option<Confined>, String> {
         let Some((helper, policy)) = self.policy_for(job, program)? else {
             return Ok(None);
         };
@@ -107,6 +112,8 @@ impl Confinement {
                     self.warned_thread
                         .call_once(|| eprintln!("kiln: warning: {w}"));
                 }
+                // Programs it spawns are then born in the job's cgroup.
+                job.with_cgroup(cgroups, |cg| cg.adopt_thread(spawner.tid()));
                 let spawner = Arc::new(spawner);
                 spawners.insert(policy, spawner.clone());
                 Ok(Some(Confined::Thread(spawner)))

@@ -13,6 +13,7 @@
 //! so it cannot hold the job up.
 
 mod capture;
+pub(crate) mod cgroup;
 mod confinement;
 mod handle;
 mod output;
@@ -76,6 +77,12 @@ pub struct SpawnSpec {
     pub grace: Duration,
     /// How the program is confined; `None` runs it unconfined.
     pub confine: Option<Confined>,
+    /// The job's cgroup directories (`:`-separated) the program belongs
+    /// in, so that everything it starts can be killed at the job's end.
+    pub cgroups: Option<String>,
+    /// Move the program into `cgroups` after it started (it was not born
+    /// inside them).
+    pub adopt_after_spawn: bool,
     /// Receives each line of output as it is produced (`true` for stderr).
     pub on_line: Option<LineSink>,
 }
@@ -142,6 +149,10 @@ impl ProcessShared {
         lock(cap).snapshot()
     }
 }
+
+/// How long the outcome waits for the output pipes to close once the
+/// program has ended; what the program wrote is in the pipe already.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 
 /// Where a program is in its life, for whoever tracks its job's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,12 +253,14 @@ async fn run(
     // The program is gone: its slots go to the next in the queue.
     drop(permits);
     // Pipes close when the last holder exits; the group was killed, so
-    // this is quick, but never let a stuck reader hold the job.
+    // this is quick. A holder outside the group (a setsid escapee) keeps
+    // them open until the job's end kills it: the drains go on in the
+    // background, and the outcome does not wait for them.
     let drained = async {
         let _ = drain_out.await;
         let _ = drain_err.await;
     };
-    let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
+    let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, drained).await;
     if matches!(spec.confine, Some(Confined::Helper { .. })) {
         helper_failure(shared, outcome)
     } else {
@@ -294,6 +307,10 @@ fn start(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let (Some(Confined::Helper { .. }), Some(cg)) = (&spec.confine, &spec.cgroups) {
+        // The helper joins before it execs: nothing escapes in between.
+        cmd.env(kiln_confine::CGROUP_ENV, cg);
+    }
     let spawned = match &spec.confine {
         Some(Confined::Thread(spawner)) => {
             // The child is created by the confined thread and inherits its
@@ -309,6 +326,13 @@ fn start(
         _ => cmd.spawn(),
     };
     let child = spawned.map_err(|e| spawn_error_text(&spec.program, &e))?;
+    if let (true, Some(cgroups), Some(pid)) = (spec.adopt_after_spawn, &spec.cgroups, child.id()) {
+        // Moved right after it started: a child it forks within those
+        // microseconds stays outside (still confined, and in its group).
+        for dir in std::env::split_paths(cgroups) {
+            let _ = std::fs::write(dir.join("cgroup.procs"), pid.to_string());
+        }
+    }
     Ok((child, stdout_log, stderr_log))
 }
 
