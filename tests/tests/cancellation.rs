@@ -63,6 +63,7 @@ async fn cancelling_a_guest_waiting_on_a_program_interrupts_it_and_kills_the_pro
     let audit = std::fs::read_to_string(job.dir.join("audit.jsonl")).unwrap();
     let spawn: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
     assert_eq!(spawn["event"], "spawn");
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -82,6 +83,7 @@ async fn cancelling_a_spinning_guest_ends_it_after_the_grace_period() {
     );
     // The host carries on.
     assert_eq!(t.probe("ok", None).await.status, FinishStatus::Succeeded);
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -96,6 +98,7 @@ async fn cancelling_after_the_end_changes_nothing() {
     assert_eq!(job.state(), JobState::Finished);
     assert_eq!(job.result().unwrap().status, FinishStatus::Succeeded);
     assert_eq!(finished_count(&mut events, &job.id), 1);
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -120,6 +123,7 @@ async fn cancelling_a_pipeline_cancels_its_running_sub_job() {
         children[0].result().unwrap().status,
         FinishStatus::Interrupted
     );
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -139,4 +143,5 @@ async fn a_forged_handle_is_refused() {
             "{reason}"
         );
     }
+    t.assert_no_leftovers().await;
 }

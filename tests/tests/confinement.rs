@@ -30,6 +30,7 @@ async fn reading_and_writing_outside_the_grants_fails_inside_the_program() {
         "a program wrote {}",
         outside_file().display()
     );
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -57,6 +58,7 @@ async fn a_confined_program_reads_its_inputs_and_writes_its_job_directory() {
         std::fs::read_to_string(r.job_dir.join("out.txt")).unwrap(),
         "hello"
     );
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -97,6 +99,7 @@ async fn programs_have_no_network_unless_granted() {
     );
     listener.set_nonblocking(true).unwrap();
     assert!(listener.accept().is_ok());
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -129,6 +132,7 @@ async fn required_confinement_refuses_to_run_a_program_unconfined() {
     );
     assert!(reason.contains("kiln-confine was not found"), "{reason}");
     assert!(!r.job_dir.join("log.txt").exists(), "nothing was spawned");
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -154,6 +158,7 @@ async fn programs_with_rlimits_are_confined_too_through_the_helper() {
         .probe(&format!("outcome fake write-file big.txt {big}"), limited())
         .await;
     assert_eq!(result_text(&r), "signaled 25");
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -203,4 +208,5 @@ async fn a_fork_bomb_is_stopped_by_the_jobs_process_limit() {
     // The sleeps that did start die with the job; the host is unharmed.
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     assert_eq!(t.probe("ok", None).await.status, FinishStatus::Succeeded);
+    t.assert_no_leftovers().await;
 }

@@ -29,6 +29,7 @@ async fn exit_codes_signals_timeouts_and_spawn_failures_are_distinct() {
         not_exec.starts_with("spawn-failed") && not_exec.contains("not executable"),
         "{not_exec}"
     );
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -52,12 +53,14 @@ async fn a_program_past_its_timeout_is_killed_with_its_process_group() {
         "{:?}",
         started.elapsed()
     );
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wait_any_returns_the_first_program_to_end() {
     let t = TestHost::new().await;
     assert_eq!(outcome_of(&t, "wait-any 30 0.1").await, "1");
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -74,6 +77,7 @@ async fn stdin_is_dev_null_without_a_script_and_the_environment_is_cleared() {
     let env = std::fs::read_to_string(report.job_dir.join("log.txt")).unwrap();
     assert!(!env.contains("hunter2"), "{env}");
     assert!(!env.contains("PATH="), "{env}");
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -92,6 +96,7 @@ async fn an_ungranted_program_is_denied_naming_the_manifest_line() {
     assert_eq!(denial["capability"], "programs");
     assert_eq!(denial["name"], "fake");
     assert_eq!(denial["job"], report.job_id.as_str());
+    t.assert_no_leftovers().await;
 }
 
 /// Whether `pid` is still a live process (a zombie counts as dead).
@@ -129,6 +134,7 @@ async fn a_grandchild_holding_stdout_open_is_killed_and_does_not_hold_the_job() 
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(!alive(pid), "grandchild {pid} outlived its job");
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -150,6 +156,7 @@ async fn arguments_are_passed_literally_without_a_shell() {
         ]
     );
     assert!(!report.job_dir.join("out").exists());
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -170,6 +177,7 @@ async fn oversized_and_too_many_arguments_are_refused_before_spawning() {
             .contains("5002 arguments; the limit is 4096")
     );
     assert!(!r.job_dir.join("log.txt").exists(), "nothing was spawned");
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -194,6 +202,7 @@ async fn ld_variables_are_never_passed_and_others_only_when_granted() {
     let names: Vec<&str> = env.lines().map(|l| l.split('=').next().unwrap()).collect();
     assert_eq!(names, ["CCP4_SCR", "TMPDIR"], "{env}");
     assert!(env.contains("CCP4_SCR=/scratch\n"));
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -203,6 +212,7 @@ async fn programs_see_only_fds_0_1_and_2() {
     assert_eq!(result_text(&r), "exited 0");
     let fds = std::fs::read_to_string(r.job_dir.join("log.txt")).unwrap();
     assert_eq!(fds.lines().collect::<Vec<_>>(), ["0", "1", "2"]);
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -225,6 +235,7 @@ async fn a_guest_blocked_on_a_program_forever_is_ended_by_the_wall_limit() {
         "{:?}",
         started.elapsed()
     );
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -243,6 +254,7 @@ async fn output_lines_are_published_as_events_while_produced() {
         }
     }
     assert_eq!(lines[1..], ["print-argv", "first", "second"]);
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -263,6 +275,7 @@ async fn a_flood_on_stdout_and_stderr_at_once_reaches_the_logs_without_deadlock(
         "{:?}",
         started.elapsed()
     );
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -294,4 +307,5 @@ async fn a_setsid_escapee_is_killed_at_the_end_of_its_job() {
         assert!(!alive(pid), "the setsid escapee {pid} outlived its job");
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    t.assert_no_leftovers().await;
 }

@@ -70,6 +70,7 @@ async fn a_job_waiting_for_the_host_wide_limit_is_queued_and_runs_after() {
     let first_end = first.times().ended.unwrap().0;
     let second_end = second.times().ended.unwrap().0;
     assert!(second_end >= first_end - Duration::from_millis(200));
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -89,6 +90,7 @@ async fn a_pipeline_runs_at_most_its_limit_of_programs_at_once() {
         "{:?}",
         started.elapsed()
     );
+    t.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -130,4 +132,5 @@ async fn cancelling_a_job_whose_program_waits_in_the_queue_cancels_it_there() {
     );
     blocker.cancel();
     assert_eq!(blocker.wait().await.status, FinishStatus::Interrupted);
+    t.assert_no_leftovers().await;
 }

@@ -119,6 +119,25 @@ impl TestHost {
             .unwrap()
     }
 
+    /// Processes still running in this host's job directories (every
+    /// program's working directory is its job's), waiting up to 5 s for
+    /// stragglers being killed; fails listing them.
+    pub async fn assert_no_leftovers(&self) {
+        let jobs = self.jobs.path().canonicalize().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let left = processes_under(&jobs);
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "processes left behind: {left:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Run the probe plugin in `mode`.
     pub async fn probe(&self, mode: &str, grants: Option<Grants>) -> JobReport {
         self.run("probe", &[("MODE", mode)], grants).await
@@ -135,4 +154,36 @@ pub fn result_text(report: &JobReport) -> String {
 
 pub fn grants(toml: &str) -> Grants {
     Grants::from_toml(toml, "test manifest").unwrap()
+}
+
+/// Live (not zombie) processes whose working directory is below `dir`:
+/// (pid, command line).
+pub fn processes_under(dir: &Path) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) else {
+            continue;
+        };
+        if !cwd.starts_with(dir) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .and_then(|(_, a)| a.split_whitespace().next())
+            .is_some_and(|s| s == "Z");
+        if !zombie {
+            let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ");
+            out.push((pid, cmd));
+        }
+    }
+    out
 }
