@@ -266,6 +266,8 @@ impl Host {
                 // not the task's: directories come from the manifest alone.
                 g.read_dirs = m.read_dirs.clone();
                 g.write_dirs = m.write_dirs.clone();
+                // So are limits: a manifest may raise them as well as lower.
+                g.limits = m.limits.clone();
                 g
             }
             // No manifest: what the tasks request, except directories and

@@ -260,8 +260,10 @@ impl PluginState {
 
 /// Publish each output line of program `n` as an event, when anyone listens.
 fn line_events(host: Arc<crate::host::HostShared>, job: Arc<Job>, n: u32) -> process::LineSink {
-    Arc::new(move |stderr, line| {
-        if host.events.has_subscribers() {
+    let bus = host.clone();
+    process::LineSink {
+        wanted: Arc::new(move || bus.events.has_subscribers()),
+        line: Arc::new(move |stderr, line| {
             host.publish(
                 &job,
                 crate::events::EventKind::Output {
@@ -270,8 +272,8 @@ fn line_events(host: Arc<crate::host::HostShared>, job: Arc<Job>, n: u32) -> pro
                     line: line.to_string(),
                 },
             );
-        }
-    })
+        }),
+    }
 }
 
 /// Keep the job's state in step with its programs: `queued` while its only

@@ -272,7 +272,7 @@ async fn run(
 /// confined).
 fn start(
     spec: &SpawnSpec,
-) -> Result<(tokio::process::Child, tokio::fs::File, tokio::fs::File), String> {
+) -> Result<(tokio::process::Child, std::fs::File, std::fs::File), String> {
     let stdin = match &spec.stdin {
         Some(path) => Stdio::from(
             std::fs::File::open(path)
@@ -361,12 +361,11 @@ pub fn close_inherited_fds_on_exec() {
     }
 }
 
-fn create_log(path: &PathBuf) -> std::io::Result<tokio::fs::File> {
-    let f = std::fs::OpenOptions::new()
+fn create_log(path: &PathBuf) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(path)?;
-    Ok(tokio::fs::File::from_std(f))
+        .open(path)
 }
 
 /// The helper exits 126 (confinement failed) or 127 (exec failed) with a

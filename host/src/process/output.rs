@@ -5,10 +5,17 @@
 use super::ProcessShared;
 use crate::engine::lock;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Where live output lines go.
-pub type LineSink = Arc<dyn Fn(bool, &str) + Send + Sync>;
+#[derive(Clone)]
+pub struct LineSink {
+    /// Whether anyone wants lines now; asked once per chunk of output, so a
+    /// flood nobody watches costs no splitting.
+    pub wanted: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Receives a line (`true` for stderr).
+    pub line: Arc<dyn Fn(bool, &str) + Send + Sync>,
+}
 
 /// Longest line passed to a [`LineSink`]; the rest of a longer line (or of
 /// binary output without newlines) is cut, the log file keeps it all.
@@ -48,7 +55,13 @@ impl LineSplitter {
         }
     }
 
-    fn finish(&mut self) {
+    /// Nobody listens: forget the partial line.
+    pub(super) fn reset(&mut self) {
+        self.line.clear();
+        self.overlong = false;
+    }
+
+    pub(super) fn finish(&mut self) {
         if !self.line.is_empty() && !self.overlong {
             self.emit();
         }
@@ -56,28 +69,39 @@ impl LineSplitter {
 
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
-        (self.sink)(self.stderr, text.trim_end_matches('\r'));
+        (self.sink.line)(self.stderr, text.trim_end_matches('\r'));
         self.line.clear();
     }
 }
 
+/// Bytes read from a pipe at a time; the pipe itself is enlarged to match,
+/// so a fast writer wakes the drain less often.
+const CHUNK: usize = 1 << 20;
+
 pub(super) async fn drain(
-    pipe: Option<impl AsyncRead + Unpin>,
-    mut log: tokio::fs::File,
+    pipe: Option<impl AsyncRead + Unpin + std::os::fd::AsRawFd>,
+    mut log: std::fs::File,
     shared: Arc<ProcessShared>,
     stderr: bool,
     mut lines: Option<LineSplitter>,
 ) {
+    use std::io::Write;
     let Some(mut pipe) = pipe else { return };
-    let mut buf = vec![0u8; 64 << 10];
+    // SAFETY: F_SETPIPE_SZ only resizes the pipe's buffer; failure (above
+    // the system's pipe-max-size) leaves the default, which is fine.
+    unsafe {
+        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, CHUNK as libc::c_int);
+    }
+    let mut buf = vec![0u8; CHUNK];
     loop {
         let n = match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        // Written as produced: the log on disk is the full record even if the
-        // job dies later.
-        if log.write_all(&buf[..n]).await.is_err() {
+        // Written as produced, so the log on disk is the full record even if
+        // the job dies later. A write to a regular file lands in the page
+        // cache at once; handing it to another thread costs more than it.
+        if log.write_all(&buf[..n]).is_err() {
             // Disk trouble: keep draining so the program never blocks on a
             // full pipe; the capture still holds what fits.
         }
@@ -88,13 +112,16 @@ pub(super) async fn drain(
         };
         lock(cap).push(&buf[..n]);
         if let Some(lines) = lines.as_mut() {
-            lines.push(&buf[..n]);
+            if (lines.sink.wanted)() {
+                lines.push(&buf[..n]);
+            } else {
+                lines.reset();
+            }
         }
     }
     if let Some(lines) = lines.as_mut() {
         lines.finish();
     }
-    let _ = log.flush().await;
 }
 
 #[cfg(test)]
@@ -106,7 +133,10 @@ mod tests {
         let got = Arc::new(Mutex::new(Vec::new()));
         let g = got.clone();
         let mut s = LineSplitter {
-            sink: Arc::new(move |e, l: &str| g.lock().unwrap().push((e, l.to_string()))),
+            sink: LineSink {
+                wanted: Arc::new(|| true),
+                line: Arc::new(move |e, l: &str| g.lock().unwrap().push((e, l.to_string()))),
+            },
             stderr: true,
             line: Vec::new(),
             overlong: false,

@@ -1,0 +1,404 @@
+//! `kiln-bench`: measures Kiln's supervision of native programs side by side
+//! with the floor (plain `std::process`) and with CCP4i2's
+//! AsyncProcessManager, in one run, and prints the ratios against their
+//! targets.
+//!
+//! Three benchmarks:
+//! - spawn-and-wait of N short programs (`/bin/true`) at concurrency 1, 4
+//!   and 10: a plain Rust loop (without and with log files), Kiln's process
+//!   layer called directly (unconfined, confined as the host does it, and
+//!   through the confinement helper), Kiln through a plugin (the `probe`
+//!   test plugin's `spawn-many`, unconfined and confined), and CCP4i2
+//!   3.0.1's AsyncProcessManager under Python 3 (see [`spawn`]);
+//! - 1 GiB written to stdout by a program and streamed by Kiln into the
+//!   job's `log.txt`, against the same program piped into a reader that
+//!   discards it, and Kiln's peak RSS meanwhile (see [`output`]);
+//! - the latency from cancelling a job to all its programs being gone (see
+//!   [`cancel`]).
+//!
+//! Every variant runs once per round and the rounds repeat; the machine is
+//! shared and noisy, so results are medians and ratios are medians of the
+//! per-round ratios. `--quick` is a smoke run (small N, one round).
+
+mod cancel;
+mod ccp4i2;
+mod output;
+mod spawn;
+mod stats;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use stats::{Row, Table, median};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// The probe plugin, built by build.rs.
+const PROBE_WASM: &str = env!("KILN_BENCH_PROBE_WASM");
+
+/// The targets: Kiln through a plugin within 1.2x of the plain loop, 3x
+/// faster than CCP4i2 at its own concurrency, a log at 80% of a plain pipe
+/// with a peak RSS under 64 MiB.
+const MAX_PLUGIN_OVER_FLOOR: f64 = 1.2;
+const MIN_CCP4I2_OVER_KILN: f64 = 3.0;
+const MIN_LOG_OVER_PIPE: f64 = 0.8;
+const MAX_PEAK_RSS_MIB: f64 = 64.0;
+
+#[derive(Parser)]
+#[command(
+    name = "kiln-bench",
+    about = "Kiln's process supervision against a plain Rust loop and CCP4i2's AsyncProcessManager"
+)]
+struct Cli {
+    /// Programs per spawn-and-wait run (default 2000; 100 with --quick).
+    #[arg(long)]
+    n: Option<usize>,
+    /// Rounds of every measurement; results are medians (default 3; 1 with
+    /// --quick).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Bytes written through stdout into log.txt (default 1 GiB; 64 MiB
+    /// with --quick).
+    #[arg(long)]
+    log_bytes: Option<u64>,
+    /// A smoke run: small sizes, one round, and CCP4i2 only if its Python
+    /// environment is already in the cache (no download).
+    #[arg(long)]
+    quick: bool,
+    /// Leave out CCP4i2's AsyncProcessManager (no Python, no download).
+    #[arg(long)]
+    skip_python: bool,
+    /// Run only these benchmarks (comma-separated): the spawn-and-wait
+    /// variants floor, floor-files, layer-unconfined, layer-confined,
+    /// layer-helper, plugin-unconfined, plugin-confined, ccp4i2; and log,
+    /// cancel.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    #[command(subcommand)]
+    internal: Option<Internal>,
+}
+
+/// The benchmark's own helper programs, run by the benchmark.
+#[derive(Subcommand)]
+enum Internal {
+    /// Write BYTES bytes of text to stdout.
+    #[command(hide = true)]
+    Spew { bytes: u64 },
+    /// Run one large-output job in a fresh Kiln host and print its timing
+    /// and this process's peak RSS as JSON.
+    #[command(hide = true)]
+    LogJob {
+        bytes: u64,
+        jobs_dir: PathBuf,
+        probe: PathBuf,
+    },
+}
+
+/// Sizes of one run.
+struct Settings {
+    n: usize,
+    rounds: usize,
+    log_bytes: u64,
+    cancel_rounds: usize,
+    quick: bool,
+    python: PythonMode,
+    only: Vec<String>,
+}
+
+impl Settings {
+    fn wants(&self, key: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|k| k == key)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PythonMode {
+    Skip,
+    /// Use the cached environment only.
+    CachedOnly,
+    /// Install it with pip when missing.
+    Install,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.internal {
+        Some(Internal::Spew { bytes }) => output::spew(bytes),
+        Some(Internal::LogJob {
+            bytes,
+            jobs_dir,
+            probe,
+        }) => output::log_job_child(bytes, &jobs_dir, &probe),
+        None => run_benchmarks(&cli),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiln-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_benchmarks(cli: &Cli) -> Result<()> {
+    let settings = Settings {
+        n: cli.n.unwrap_or(if cli.quick { 100 } else { 2000 }),
+        rounds: cli.rounds.unwrap_or(if cli.quick { 1 } else { 3 }).max(1),
+        log_bytes: cli
+            .log_bytes
+            .unwrap_or(if cli.quick { 64 << 20 } else { 1 << 30 }),
+        cancel_rounds: if cli.quick { 1 } else { 5 },
+        quick: cli.quick,
+        python: match (cli.skip_python, cli.quick) {
+            (true, _) => PythonMode::Skip,
+            (false, true) => PythonMode::CachedOnly,
+            (false, false) => PythonMode::Install,
+        },
+        only: cli.only.clone(),
+    };
+    let known: Vec<&str> = spawn::Variant::ALL
+        .iter()
+        .map(|v| v.key())
+        .chain(["log", "cancel"])
+        .collect();
+    if let Some(bad) = settings.only.iter().find(|k| !known.contains(&k.as_str())) {
+        bail!("--only {bad}: not one of {}", known.join(", "));
+    }
+    if settings.n == 0 {
+        bail!("--n must be at least 1");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let started = Instant::now();
+    let report = runtime.block_on(benchmarks(&settings))?;
+    print!("{report}");
+    println!(
+        "every job succeeded ({} jobs, {:.0} s in all)",
+        report.jobs,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Everything measured, ready to print.
+struct Report {
+    machine: Vec<(String, String)>,
+    spawn: Table,
+    notes: Vec<String>,
+    targets: Vec<Row>,
+    jobs: usize,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f)?;
+        for (k, v) in &self.machine {
+            writeln!(f, "{k:<14} {v}")?;
+        }
+        writeln!(f)?;
+        write!(f, "{}", self.spawn)?;
+        for note in &self.notes {
+            writeln!(f, "  {note}")?;
+        }
+        writeln!(f)?;
+        stats::write_targets(f, &self.targets)
+    }
+}
+
+async fn benchmarks(s: &Settings) -> Result<Report> {
+    let scratch = tempfile::Builder::new()
+        .prefix("kiln-bench-")
+        .tempdir()
+        .context("failed to create a scratch directory")?;
+    let exe = std::env::current_exe().context("cannot find the benchmark's own executable")?;
+    // A copy: a build elsewhere in the workspace may rewrite the original
+    // mid-run, and a changed component would be compiled again, its time
+    // and memory counted against the host.
+    let probe = scratch.path().join("probe.wasm");
+    std::fs::copy(PROBE_WASM, &probe).with_context(|| {
+        format!("cannot copy the probe plugin {PROBE_WASM}: rebuild kiln-bench")
+    })?;
+    let probe = probe.as_path();
+
+    let mut machine = machine_info();
+    machine.push((
+        "scratch".into(),
+        format!(
+            "{} ({}; set TMPDIR to move it)",
+            scratch.path().display(),
+            filesystem(scratch.path())
+        ),
+    ));
+
+    // CCP4i2 first: a pip install is the slow, network-bound part.
+    let python = match s.python {
+        PythonMode::Skip => Err("skipped: --skip-python".to_string()),
+        _ if !s.wants("ccp4i2") => Err("skipped: not in --only".to_string()),
+        mode => {
+            eprintln!("kiln-bench: preparing CCP4i2's AsyncProcessManager...");
+            ccp4i2::Ccp4i2::prepare(mode == PythonMode::Install, scratch.path())
+        }
+    };
+    match &python {
+        Ok(p) => machine.push(("python".into(), p.describe())),
+        Err(why) => machine.push(("ccp4i2".into(), why.clone())),
+    }
+
+    eprintln!("kiln-bench: starting the hosts...");
+    let bench = spawn::SpawnBench::new(scratch.path(), probe).await?;
+    machine.push(("confinement".into(), bench.confinement.clone()));
+    machine.push(("kiln limits".into(), bench.limits_summary()));
+
+    // Spawn and wait, all variants interleaved round by round.
+    let spawned =
+        spawn::measure(&bench, python.as_ref().ok(), s.n, s.rounds, |k| s.wants(k)).await?;
+    bench.clean_up();
+    let mut jobs = spawned.jobs;
+    let mut notes = spawned.notes.clone();
+    let mut targets = Vec::new();
+    for c in [1, 4] {
+        let label = format!("Kiln through plugin (confined) / plain loop, c={c}");
+        targets.push(match spawned.plugin_over_floor(c) {
+            Some(r) => Row::ratio(&label, Some(r), "<=", MAX_PLUGIN_OVER_FLOOR, "x"),
+            None => Row::skipped(&label, "not run"),
+        });
+    }
+    let label = format!(
+        "CCP4i2 AsyncProcessManager / Kiln through plugin, c={}",
+        spawn::CCP4I2_OWN
+    );
+    targets.push(match spawned.ccp4i2_over_plugin(spawn::CCP4I2_OWN) {
+        Some(r) => Row::ratio(&label, Some(r), ">=", MIN_CCP4I2_OVER_KILN, "x"),
+        None => Row::skipped(
+            &label,
+            python.as_ref().err().map_or("not run", |s| s.as_str()),
+        ),
+    });
+
+    let label = format!(
+        "log.txt throughput / plain pipe ({} MiB)",
+        s.log_bytes >> 20
+    );
+    if s.wants("log") {
+        eprintln!(
+            "kiln-bench: {} bytes through stdout into log.txt...",
+            s.log_bytes
+        );
+        let log = output::measure(&exe, probe, s.log_bytes, s.rounds, scratch.path()).await?;
+        jobs += log.jobs;
+        targets.push(Row::ratio(
+            &label,
+            Some(log.kiln_over_pipe),
+            ">=",
+            MIN_LOG_OVER_PIPE,
+            "",
+        ));
+        targets.push(Row::ratio(
+            "Kiln peak RSS during the log job",
+            Some(log.peak_rss_mib),
+            "<",
+            MAX_PEAK_RSS_MIB,
+            " MiB",
+        ));
+        targets.push(Row::info(
+            "  MiB/s: plain pipe / Kiln plugin to log.txt",
+            format!("{:.0} / {:.0}", log.pipe_mib_s, log.kiln_mib_s),
+        ));
+        targets.push(Row::info(
+            "  MiB/s: plain pipe to a file / Kiln process layer alone",
+            format!("{:.0} / {:.0}", log.pipe_file_mib_s, log.layer_mib_s),
+        ));
+        targets.push(Row::info(
+            "  Kiln RSS before the job / peak since start-up",
+            format!(
+                "{:.1} / {:.1} MiB",
+                log.rss_before_mib, log.lifetime_peak_rss_mib
+            ),
+        ));
+    } else {
+        targets.push(Row::skipped(&label, "not run"));
+        targets.push(Row::skipped("Kiln peak RSS during the log job", "not run"));
+    }
+
+    if s.wants("cancel") {
+        eprintln!("kiln-bench: cancel latency...");
+        let cancel = cancel::measure(scratch.path(), probe, s.cancel_rounds).await?;
+        jobs += cancel.jobs;
+        if let Some(evidence) = &cancel.confinement_evidence {
+            notes.push(format!("confinement seen on running programs: {evidence}"));
+        }
+        targets.push(Row::info(
+            &format!(
+                "cancel to job ended ({} programs, median of {})",
+                cancel.programs, s.cancel_rounds
+            ),
+            format!("{:.1} ms", median(&cancel.job_ended_ms)),
+        ));
+        targets.push(Row::info(
+            "cancel to every program gone",
+            format!("{:.1} ms", median(&cancel.gone_ms)),
+        ));
+    }
+    if s.quick {
+        notes.push("--quick: sizes too small for the targets to mean much".into());
+    }
+    Ok(Report {
+        machine,
+        spawn: spawned.table(s.n, s.rounds),
+        notes,
+        targets,
+        jobs,
+    })
+}
+
+/// nproc, CPU model and kernel.
+fn machine_info() -> Vec<(String, String)> {
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    vec![
+        ("nproc".into(), nproc),
+        ("cpu".into(), cpu),
+        ("kernel".into(), kernel),
+    ]
+}
+
+/// The filesystem type of `path`, for the record: file creation costs
+/// differ a lot between them.
+fn filesystem(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return "unknown filesystem".into();
+    };
+    // SAFETY: statfs writes into the zeroed struct it is given; the path is
+    // a valid NUL-terminated string.
+    let magic = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        if libc::statfs(c_path.as_ptr(), &mut st) != 0 {
+            return "unknown filesystem".into();
+        }
+        st.f_type as i64
+    };
+    match magic {
+        0xEF53 => "ext4".into(),
+        0x0102_1994 => "tmpfs".into(),
+        0x5846_5342 => "xfs".into(),
+        0x9123_683E => "btrfs".into(),
+        0x794C_7630 => "overlayfs".into(),
+        other => format!("filesystem 0x{other:x}"),
+    }
+}

@@ -1,0 +1,649 @@
+//! Spawn-and-wait of many short programs (`/bin/true`), every variant at
+//! concurrency 1, 4 and 10, interleaved round by round:
+//!
+//! - the floor: a plain `std::process::Command` loop on C threads, and the
+//!   same loop sending each program's stdout and stderr into two new files
+//!   (what creating a job's log files costs on this filesystem);
+//! - Kiln's process layer called directly (`kiln_host::process::spawn`, log
+//!   files, pipes, process group): unconfined; confined as the host does it
+//!   (a spawner thread that has confined itself, `kiln_confine::Spawner`);
+//!   and confined through the `kiln-confine` helper, the host's path for
+//!   policies with rlimits;
+//! - Kiln through a plugin: the `probe` plugin's `spawn-many N C fake`
+//!   (wait-any over C programs), the whole host path a task takes, with
+//!   confinement off and on (on is what the host does by default);
+//! - CCP4i2's AsyncProcessManager (see [`crate::ccp4i2`]).
+
+use crate::ccp4i2::Ccp4i2;
+use crate::stats::{Table, median};
+use anyhow::{Context, Result, bail};
+use kiln_confine::{Network, Policy, Rlimits, SharedNetns, Spawner};
+use kiln_host::grants::Grants;
+use kiln_host::process::{Confined, Gate, Outcome, SpawnSpec};
+use kiln_host::registry::{ProgramEntry, Registry};
+use kiln_host::{FinishStatus, Host, HostConfig, JobReport, RunRequest, TaskRef};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Concurrencies measured; 10 is CCP4i2's AsyncProcessManager default.
+pub const CONCURRENCIES: [usize; 3] = [1, 4, 10];
+/// The concurrency the CCP4i2 comparison is made at.
+pub const CCP4I2_OWN: usize = 10;
+/// Captured output per program, as the host's default limit.
+const CAPTURE_LIMIT: usize = 16 << 20;
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Variant {
+    Floor,
+    FloorFiles,
+    LayerUnconfined,
+    LayerConfined,
+    LayerHelper,
+    PluginUnconfined,
+    PluginConfined,
+    Ccp4i2,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 8] = [
+        Variant::Floor,
+        Variant::FloorFiles,
+        Variant::LayerUnconfined,
+        Variant::LayerConfined,
+        Variant::LayerHelper,
+        Variant::PluginUnconfined,
+        Variant::PluginConfined,
+        Variant::Ccp4i2,
+    ];
+
+    /// The name `--only` selects it by.
+    pub fn key(self) -> &'static str {
+        match self {
+            Variant::Floor => "floor",
+            Variant::FloorFiles => "floor-files",
+            Variant::LayerUnconfined => "layer-unconfined",
+            Variant::LayerConfined => "layer-confined",
+            Variant::LayerHelper => "layer-helper",
+            Variant::PluginUnconfined => "plugin-unconfined",
+            Variant::PluginConfined => "plugin-confined",
+            Variant::Ccp4i2 => "ccp4i2",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Variant::Floor => "plain Rust std::process loop (floor)",
+            Variant::FloorFiles => "plain loop, output to 2 new files each",
+            Variant::LayerUnconfined => "Kiln process layer, unconfined",
+            Variant::LayerConfined => "Kiln process layer, confined",
+            Variant::LayerHelper => "Kiln process layer, confined by the helper",
+            Variant::PluginUnconfined => "Kiln through plugin, unconfined",
+            Variant::PluginConfined => "Kiln through plugin, confined",
+            Variant::Ccp4i2 => "CCP4i2 AsyncProcessManager (Python)",
+        }
+    }
+}
+
+/// A path that exists among the usual places of a system program.
+pub fn system_program(name: &str) -> Result<PathBuf> {
+    ["/bin", "/usr/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .with_context(|| format!("no {name} in /bin or /usr/bin"))
+}
+
+/// A registry with one program, `fake` (the name the probe plugin asks
+/// for), running `path` with `args` first.
+pub fn registry(path: &Path, args: &[&str]) -> Result<Registry> {
+    let mut r = Registry::default();
+    r.source = "kiln-bench's registry".into();
+    r.insert(
+        "fake",
+        ProgramEntry {
+            path: path.to_path_buf(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: Default::default(),
+            sha256: None,
+        },
+    )?;
+    Ok(r)
+}
+
+/// A host as the `kiln` binary builds one (compiled components cached in
+/// the usual place), with the probe plugin in its catalog.
+pub async fn build_host(
+    jobs_dir: &Path,
+    registry: Registry,
+    confined: bool,
+    max_running: usize,
+    probe: &Path,
+) -> Result<Host> {
+    std::fs::create_dir_all(jobs_dir)
+        .with_context(|| format!("cannot create {}", jobs_dir.display()))?;
+    let mut config = HostConfig::new(jobs_dir, registry);
+    if !confined {
+        config.confine_helper = None;
+    }
+    config.max_running_processes = max_running;
+    let host = Host::new(config).context("failed to start the host")?;
+    host.catalog()
+        .add_file(probe)
+        .await
+        .with_context(|| format!("failed to load {}", probe.display()))?;
+    Ok(host)
+}
+
+/// The grants every plugin run gets: the program `fake`, and as many
+/// programs at once as the highest concurrency measured.
+pub fn grants(processes: usize) -> Result<Grants> {
+    Ok(Grants::from_toml(
+        &format!("programs = [\"fake\"]\n[limits]\nprocesses = {processes}\n"),
+        "kiln-bench's grants",
+    )?)
+}
+
+/// Run `mode` in the probe plugin and fail unless the job succeeded. The
+/// job directory is left for the caller to remove, outside any timing.
+pub async fn run_probe(host: &Host, mode: &str, grants: Option<&Grants>) -> Result<JobReport> {
+    let report = host
+        .run(RunRequest {
+            task: TaskRef::Name("probe".into()),
+            params: vec![("MODE".into(), mode.into())],
+            grants: grants.cloned(),
+        })
+        .await
+        .with_context(|| format!("probe `{mode}` did not start"))?;
+    if report.status != FinishStatus::Succeeded {
+        bail!(
+            "probe `{mode}` (job {}) ended {:?}: {}",
+            report.job_id,
+            report.status,
+            report.reason.unwrap_or_default()
+        );
+    }
+    Ok(report)
+}
+
+/// The hosts, the policy and the scratch space the variants share.
+pub struct SpawnBench {
+    program: PathBuf,
+    scratch: PathBuf,
+    confined: Host,
+    unconfined: Host,
+    grants: Grants,
+    /// Programs a plugin gets running at once, whatever it asks: the
+    /// pipeline's `limits.processes` after the grants are worked out.
+    plugin_limit: usize,
+    max_running: usize,
+    /// For the process layer called directly, a policy built as the host
+    /// builds one for a job (the system paths, the program's install
+    /// prefix, the runs' directory read-write, no network), applied by a
+    /// spawner thread as the host does where it can ...
+    layer_thread: Option<Confined>,
+    /// ... and by the helper.
+    layer_helper: Option<Confined>,
+    /// How the host confines programs here, as one line.
+    pub confinement: String,
+    /// Kept alive while the policy refers to it.
+    _netns: Option<SharedNetns>,
+    runs: AtomicUsize,
+    /// The hosts' jobs directories.
+    jobs: (PathBuf, PathBuf),
+}
+
+impl SpawnBench {
+    pub async fn new(scratch: &Path, probe: &Path) -> Result<SpawnBench> {
+        let program = system_program("true")?;
+        let max_c = CONCURRENCIES.iter().copied().max().unwrap_or(1);
+        let jobs = (
+            scratch.join("jobs-confined"),
+            scratch.join("jobs-unconfined"),
+        );
+        let confined = build_host(&jobs.0, registry(&program, &[])?, true, max_c, probe).await?;
+        let unconfined = build_host(&jobs.1, registry(&program, &[])?, false, max_c, probe).await?;
+        let grants = grants(max_c)?;
+        let task = confined.describe(&TaskRef::Name("probe".into())).await?;
+        let (effective, _) = confined.effective_grants(&task, Some(&grants)).await?;
+        let plugin_limit = effective.limits.processes as usize;
+
+        let layer_dir = scratch.join("layer");
+        std::fs::create_dir_all(&layer_dir)?;
+        let (layer_helper, layer_thread, confinement, netns) = match kiln_host::process::find_helper(
+        ) {
+            None => (
+                None,
+                None,
+                "OFF: the helper kiln-confine was not found".to_string(),
+                None,
+            ),
+            Some(helper) => {
+                let netns = SharedNetns::start(&helper).ok();
+                let network = netns.as_ref().map_or(Network::Denied, |n| n.network());
+                let mut read_only = kiln_confine::system_read_only_paths();
+                read_only.push(install_prefix(&program));
+                read_only.push(layer_dir.clone());
+                let mut read_write = kiln_confine::system_read_write_paths();
+                read_write.push(layer_dir.clone());
+                let policy = Policy {
+                    read_only,
+                    read_write,
+                    rlimits: Rlimits::default(),
+                    network,
+                    require: false,
+                };
+                let (thread, how) = match Spawner::start(&policy) {
+                    Ok(s) => {
+                        let a = s.applied();
+                        let how = format!(
+                            "on: a confined spawner thread per job (Landlock ABI {} {:?}, network {:?}, no_new_privs {}); the helper {} for policies with rlimits",
+                            a.landlock.abi,
+                            a.landlock.enforcement,
+                            a.network,
+                            a.no_new_privs,
+                            helper.display()
+                        );
+                        (Some(Confined::Thread(Arc::new(s))), how)
+                    }
+                    Err(e) => (
+                        None,
+                        format!(
+                            "on: through the helper {} (no spawner thread: {e})",
+                            helper.display()
+                        ),
+                    ),
+                };
+                let helper = Confined::Helper { helper, policy };
+                let thread = thread.or_else(|| Some(helper.clone()));
+                (Some(helper), thread, how, netns)
+            }
+        };
+        Ok(SpawnBench {
+            program,
+            scratch: layer_dir,
+            confined,
+            unconfined,
+            grants,
+            plugin_limit,
+            max_running: max_c,
+            layer_thread,
+            layer_helper,
+            confinement,
+            _netns: netns,
+            runs: AtomicUsize::new(0),
+            jobs,
+        })
+    }
+
+    pub fn limits_summary(&self) -> String {
+        format!(
+            "a plugin's pipeline runs at most {} programs at once (limits.processes; the grants asked for {}), the host at most {} (max_running_processes)",
+            self.plugin_limit,
+            CONCURRENCIES.iter().max().unwrap_or(&1),
+            self.max_running
+        )
+    }
+
+    /// Run `n` programs at concurrency `c` once; the time per program.
+    async fn run_once(
+        &self,
+        v: Variant,
+        n: usize,
+        c: usize,
+        python: Option<&Ccp4i2>,
+    ) -> Result<Duration> {
+        let elapsed = match v {
+            Variant::Floor | Variant::FloorFiles => {
+                let program = self.program.clone();
+                let dir = (v == Variant::FloorFiles).then(|| self.run_dir());
+                tokio::task::spawn_blocking(move || floor(&program, n, c, dir.as_deref())).await??
+            }
+            Variant::LayerUnconfined => self.layer(n, c, None).await?,
+            Variant::LayerConfined | Variant::LayerHelper => {
+                let confine = if v == Variant::LayerConfined {
+                    &self.layer_thread
+                } else {
+                    &self.layer_helper
+                };
+                let Some(confine) = confine else {
+                    bail!("the helper kiln-confine was not found");
+                };
+                self.layer(n, c, Some(confine.clone())).await?
+            }
+            Variant::PluginUnconfined | Variant::PluginConfined => {
+                let host = if v == Variant::PluginConfined {
+                    &self.confined
+                } else {
+                    &self.unconfined
+                };
+                let start = Instant::now();
+                run_probe(
+                    host,
+                    &format!("spawn-many {n} {c} fake"),
+                    Some(&self.grants),
+                )
+                .await?;
+                start.elapsed()
+            }
+            Variant::Ccp4i2 => {
+                let Some(py) = python else {
+                    bail!("CCP4i2 is not available");
+                };
+                let py = py.clone();
+                let program = self.program.clone();
+                let dir = self.run_dir();
+                tokio::task::spawn_blocking(move || py.run(&program, n, c, &dir)).await??
+            }
+        };
+        Ok(elapsed / n as u32)
+    }
+
+    /// Kiln's process layer on its own: C tasks, each spawning and waiting
+    /// for one program after another, with a log file pair per program as
+    /// a job has.
+    async fn layer(&self, n: usize, c: usize, confine: Option<Confined>) -> Result<Duration> {
+        let dir = self.run_dir();
+        std::fs::create_dir_all(&dir)?;
+        let next = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..c {
+            let next = next.clone();
+            let dir = dir.clone();
+            let program = self.program.clone();
+            let confine = confine.clone();
+            tasks.spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return Ok::<(), anyhow::Error>(());
+                    }
+                    let spec = layer_spec(
+                        &program,
+                        Vec::new(),
+                        &dir,
+                        &format!("log_{i}.txt"),
+                        &format!("log_err_{i}.txt"),
+                        confine.clone(),
+                    );
+                    let p = kiln_host::process::spawn(spec, Gate::default(), Box::new(|_| {}));
+                    match p.wait().await {
+                        Outcome::Exited(0) => {}
+                        other => bail!("program {i} {other}"),
+                    }
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+        Ok(start.elapsed())
+    }
+
+    /// A new directory for one run's files. Runs keep their files until
+    /// the phase ends: on ext4 without a journal, creating files right
+    /// after deleting thousands makes the kernel scan past the recently
+    /// deleted inodes (`recently_deleted`), which would charge one variant
+    /// for another's clean-up.
+    fn run_dir(&self) -> PathBuf {
+        let n = self.runs.fetch_add(1, Ordering::Relaxed);
+        self.scratch.join(format!("run-{n}"))
+    }
+
+    /// Remove every run's files and every job directory.
+    pub fn clean_up(&self) {
+        for dir in [&self.scratch, &self.jobs.0, &self.jobs.1] {
+            remove_dir(dir);
+        }
+    }
+}
+
+/// What Kiln's process layer is asked to run when called directly: the
+/// program in `dir` with its logs there, TMPDIR there (as the host sets it),
+/// the host's default capture limit and kill grace, and no cgroup (the
+/// host's cgroups belong to jobs).
+pub fn layer_spec(
+    program: &Path,
+    args: Vec<String>,
+    dir: &Path,
+    stdout_log: &str,
+    stderr_log: &str,
+    confine: Option<Confined>,
+) -> SpawnSpec {
+    SpawnSpec {
+        program: program.to_path_buf(),
+        args,
+        env: vec![("TMPDIR".into(), dir.display().to_string())],
+        cwd: dir.to_path_buf(),
+        stdin: None,
+        stdout_log: dir.join(stdout_log),
+        stderr_log: dir.join(stderr_log),
+        timeout: None,
+        capture_limit: CAPTURE_LIMIT,
+        grace: KILL_GRACE,
+        confine,
+        cgroups: None,
+        adopt_after_spawn: false,
+        on_line: None,
+    }
+}
+
+/// The floor: C threads, each running the program with `std::process` and
+/// waiting for it, until N have run; with `files`, each program's stdout
+/// and stderr go straight into two new files there.
+fn floor(program: &Path, n: usize, c: usize, files: Option<&Path>) -> Result<Duration> {
+    use std::process::{Command, Stdio};
+    if let Some(dir) = files {
+        std::fs::create_dir_all(dir)?;
+    }
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..c)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return Ok(());
+                        }
+                        let (out, err) = match files {
+                            Some(dir) => (
+                                Stdio::from(std::fs::File::create(
+                                    dir.join(format!("log_{i}.txt")),
+                                )?),
+                                Stdio::from(std::fs::File::create(
+                                    dir.join(format!("log_err_{i}.txt")),
+                                )?),
+                            ),
+                            None => (Stdio::null(), Stdio::null()),
+                        };
+                        let status = Command::new(program)
+                            .stdin(Stdio::null())
+                            .stdout(out)
+                            .stderr(err)
+                            .status()
+                            .with_context(|| format!("cannot run {}", program.display()))?;
+                        if !status.success() {
+                            bail!("{} {status}", program.display());
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a floor thread panicked"))??;
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    Ok(start.elapsed())
+}
+
+/// `$PREFIX` for `$PREFIX/bin/prog`, else the program's directory (as the
+/// host's confinement does).
+fn install_prefix(program: &Path) -> PathBuf {
+    let dir = program.parent().unwrap_or(Path::new("/"));
+    match (dir.file_name(), dir.parent()) {
+        (Some(name), Some(prefix)) if name == "bin" && prefix != Path::new("/") => {
+            prefix.to_path_buf()
+        }
+        _ => dir.to_path_buf(),
+    }
+}
+
+pub fn remove_dir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        eprintln!("kiln-bench: cannot remove {}: {e}", dir.display());
+    }
+}
+
+/// Seconds per program, per variant and concurrency, one entry per round.
+pub struct SpawnResults {
+    times: BTreeMap<(Variant, usize), Vec<f64>>,
+    pub notes: Vec<String>,
+    pub jobs: usize,
+}
+
+/// Run every variant at every concurrency, `rounds` times, after a warm-up
+/// round (plugin compiled or loaded from the cache, page cache warm).
+pub async fn measure(
+    bench: &SpawnBench,
+    python: Option<&Ccp4i2>,
+    n: usize,
+    rounds: usize,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<SpawnResults> {
+    let variants: Vec<Variant> = Variant::ALL
+        .into_iter()
+        .filter(|v| wanted(v.key()))
+        .filter(|v| *v != Variant::Ccp4i2 || python.is_some())
+        .filter(|v| {
+            !matches!(v, Variant::LayerConfined | Variant::LayerHelper)
+                || bench.layer_helper.is_some()
+        })
+        .collect();
+    let mut jobs = 0;
+    let mut times: BTreeMap<(Variant, usize), Vec<f64>> = BTreeMap::new();
+    if variants.is_empty() {
+        return Ok(SpawnResults {
+            times,
+            notes: Vec::new(),
+            jobs,
+        });
+    }
+    eprintln!("kiln-bench: spawn-and-wait warm-up...");
+    if variants.contains(&Variant::PluginUnconfined) {
+        eprintln!(
+            "kiln-bench: (the unconfined variants' host has no helper on purpose: its warning is expected)"
+        );
+    }
+    for &v in &variants {
+        bench
+            .run_once(v, n.min(20), 2, python)
+            .await
+            .with_context(|| format!("warm-up of {}", v.label()))?;
+        if matches!(v, Variant::PluginConfined | Variant::PluginUnconfined) {
+            jobs += 1;
+        }
+    }
+    for round in 0..rounds {
+        for &c in &CONCURRENCIES {
+            // Rotate the order each round so no variant always follows the
+            // same neighbour (page cache, CPU frequency, other load).
+            let k = (round + c) % variants.len();
+            let order = variants[k..].iter().chain(&variants[..k]);
+            for &v in order {
+                eprintln!(
+                    "kiln-bench: round {}/{rounds}, c={c}: {}...",
+                    round + 1,
+                    v.label()
+                );
+                let per = bench
+                    .run_once(v, n, c, python)
+                    .await
+                    .with_context(|| format!("{} at c={c}", v.label()))?;
+                if matches!(v, Variant::PluginConfined | Variant::PluginUnconfined) {
+                    jobs += 1;
+                }
+                times.entry((v, c)).or_default().push(per.as_secs_f64());
+            }
+        }
+    }
+    let mut notes = Vec::new();
+    let effective = bench.plugin_limit.min(bench.max_running);
+    let plugins = variants
+        .iter()
+        .any(|v| matches!(v, Variant::PluginConfined | Variant::PluginUnconfined));
+    for &c in &CONCURRENCIES {
+        if plugins && c > effective {
+            notes.push(format!(
+                "c={c} through a plugin: the plugin keeps {c} programs started, the host runs {effective} at once and queues the rest"
+            ));
+        }
+    }
+    if python.is_some() && variants.contains(&Variant::Ccp4i2) {
+        notes.push(format!(
+            "CCP4i2 at c={CCP4I2_OWN} is its own default (_max_concurrent); other concurrencies resize its semaphore"
+        ));
+    }
+    Ok(SpawnResults { times, notes, jobs })
+}
+
+impl SpawnResults {
+    fn per_round(&self, v: Variant, c: usize) -> &[f64] {
+        self.times.get(&(v, c)).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The median over rounds of `a / b` in the same round.
+    fn paired_ratio(&self, a: (Variant, usize), b: (Variant, usize)) -> Option<f64> {
+        let (a, b) = (self.per_round(a.0, a.1), self.per_round(b.0, b.1));
+        let ratios: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+        (!ratios.is_empty()).then(|| median(&ratios))
+    }
+
+    pub fn plugin_over_floor(&self, c: usize) -> Option<f64> {
+        self.paired_ratio((Variant::PluginConfined, c), (Variant::Floor, c))
+    }
+
+    pub fn ccp4i2_over_plugin(&self, c: usize) -> Option<f64> {
+        self.paired_ratio((Variant::Ccp4i2, c), (Variant::PluginConfined, c))
+    }
+
+    pub fn table(&self, n: usize, rounds: usize) -> Table {
+        let mut rows = Vec::new();
+        for v in Variant::ALL {
+            let cells: Vec<String> = CONCURRENCIES
+                .iter()
+                .map(|&c| {
+                    let t = self.per_round(v, c);
+                    if t.is_empty() {
+                        return "-".into();
+                    }
+                    let us = |x: f64| x * 1e6;
+                    let lo = t.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = t.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    if t.len() == 1 {
+                        format!("{:.0}", us(t[0]))
+                    } else {
+                        format!("{:.0} ({:.0}-{:.0})", us(median(t)), us(lo), us(hi))
+                    }
+                })
+                .collect();
+            if cells.iter().any(|c| c != "-") {
+                rows.push((v.label().to_string(), cells));
+            }
+        }
+        Table {
+            title: format!(
+                "Spawn and wait, N={n} x /bin/true, microseconds per program: median (min-max) of {rounds} round(s)"
+            ),
+            columns: CONCURRENCIES.iter().map(|c| format!("c={c}")).collect(),
+            rows,
+        }
+    }
+}
