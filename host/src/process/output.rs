@@ -74,9 +74,11 @@ impl LineSplitter {
     }
 }
 
-/// Bytes read from a pipe at a time; the pipe itself is enlarged to match,
-/// so a fast writer wakes the drain less often.
-const CHUNK: usize = 1 << 20;
+/// Bytes read from a pipe at a time: small for the many programs that
+/// write little; a drain that fills it grows it, and the pipe with it, so a
+/// fast writer wakes the drain less often.
+const FIRST_CHUNK: usize = 64 << 10;
+const BIG_CHUNK: usize = 1 << 20;
 
 pub(super) async fn drain(
     pipe: Option<impl AsyncRead + Unpin + std::os::fd::AsRawFd>,
@@ -87,17 +89,26 @@ pub(super) async fn drain(
 ) {
     use std::io::Write;
     let Some(mut pipe) = pipe else { return };
-    // SAFETY: F_SETPIPE_SZ only resizes the pipe's buffer; failure (above
-    // the system's pipe-max-size) leaves the default, which is fine.
-    unsafe {
-        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, CHUNK as libc::c_int);
-    }
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; FIRST_CHUNK];
     loop {
         let n = match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if n == buf.len() && buf.len() < BIG_CHUNK {
+            // SAFETY: F_SETPIPE_SZ only resizes the pipe's buffer; failure
+            // (above the system's pipe-max-size) keeps the default.
+            unsafe {
+                libc::fcntl(
+                    pipe.as_raw_fd(),
+                    libc::F_SETPIPE_SZ,
+                    BIG_CHUNK as libc::c_int,
+                );
+            }
+            let mut bigger = vec![0u8; BIG_CHUNK];
+            bigger[..n].copy_from_slice(&buf[..n]);
+            buf = bigger;
+        }
         // Written as produced, so the log on disk is the full record even if
         // the job dies later. A write to a regular file lands in the page
         // cache at once; handing it to another thread costs more than it.
