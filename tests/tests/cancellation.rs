@@ -42,10 +42,7 @@ async fn cancelling_a_guest_waiting_on_a_program_interrupts_it_and_kills_the_pro
         .unwrap();
     t.host.start(&job);
     // Wait until the program runs.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !job.dir.join("log.txt").exists() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_for_file(&job.dir.join("log.txt")).await;
     let started = Instant::now();
     job.cancel();
     job.cancel();
@@ -111,10 +108,7 @@ async fn cancelling_a_pipeline_cancels_its_running_sub_job() {
         .unwrap();
     t.host.start(&job);
     let sub_log = job.dir.join("job_1/log.txt");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !sub_log.exists() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_for_file(&sub_log).await;
     job.cancel();
     assert_eq!(job.wait().await.status, FinishStatus::Interrupted);
     let children = job.children();

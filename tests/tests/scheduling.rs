@@ -34,10 +34,7 @@ async fn a_job_waiting_for_the_host_wide_limit_is_queued_and_runs_after() {
         .await
         .unwrap();
     t.host.start(&first);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !first.dir.join("log.txt").exists() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_for_file(&first.dir.join("log.txt")).await;
     let second = t
         .host
         .submit(probe_request("outcome fake exit 0"))
@@ -109,10 +106,7 @@ async fn cancelling_a_job_whose_program_waits_in_the_queue_cancels_it_there() {
         .await
         .unwrap();
     t.host.start(&blocker);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !blocker.dir.join("log.txt").exists() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_for_file(&blocker.dir.join("log.txt")).await;
     let waiting = t
         .host
         .submit(probe_request("outcome fake exit 0"))

@@ -187,3 +187,13 @@ pub fn processes_under(dir: &Path) -> Vec<(u32, String)> {
     }
     out
 }
+
+/// Wait (up to 20 s) until `path` exists: a program has started once its
+/// log file is there.
+pub async fn wait_for_file(path: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !path.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(path.exists(), "{} did not appear", path.display());
+}
