@@ -168,6 +168,14 @@ pub fn apply(policy: &Policy) -> Result<Applied, ConfineError> {
     })
 }
 
+/// Install, on the calling thread and what it execs, the seccomp shield that
+/// keeps a program from signalling process `host` or changing any other
+/// process's rlimits (see the `seccomp` module). The helper calls it after
+/// [`apply`]; it needs no_new_privs, which `apply` sets.
+pub fn shield_host(host: i32) -> Result<(), ConfineError> {
+    seccomp::shield(host, host)
+}
+
 /// A command that runs `program` confined by `policy` through `helper` (the
 /// `kiln-confine` binary). Its environment is already cleared and holds only
 /// the policy: add the program's variables, arguments, stdio, working

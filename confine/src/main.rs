@@ -114,6 +114,17 @@ fn run(command: Vec<OsString>) -> i32 {
         Ok(_) => {}
         Err(e) => return fail(e),
     }
+    // The shield the spawner threads carry, aimed at the host that started
+    // this helper (its parent): the program may neither signal the host nor
+    // change any other process's rlimits (Landlock covers neither).
+    // SAFETY: getppid cannot fail.
+    let host = unsafe { libc::getppid() };
+    if let Err(e) = kiln_confine::shield_host(host) {
+        if policy.require {
+            return fail(e);
+        }
+        say(format_args!("warning: confinement incomplete: {e}"));
+    }
     // A second pass costs one syscall and covers anything opened without
     // O_CLOEXEC since the first.
     if let Err(e) = kiln_confine::cloexec_inherited_fds() {

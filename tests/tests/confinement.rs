@@ -210,3 +210,55 @@ async fn a_fork_bomb_is_stopped_by_the_jobs_process_limit() {
     assert_eq!(t.probe("ok", None).await.status, FinishStatus::Succeeded);
     t.assert_no_leftovers().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_confined_program_can_neither_lower_the_hosts_limits_nor_signal_it() {
+    let host = std::process::id().to_string();
+    let before = std::fs::read_to_string("/proc/self/limits").unwrap();
+    for (name, path, args) in [
+        (
+            "fake",
+            "/usr/bin/prlimit",
+            vec![
+                "--pid".to_string(),
+                host.clone(),
+                "--nofile=7:7".to_string(),
+            ],
+        ),
+        (
+            "sneaky-read",
+            "/bin/kill",
+            vec!["-STOP".to_string(), host.clone()],
+        ),
+    ] {
+        let t = TestHost::with_registry(|mut r| {
+            r.insert(
+                name,
+                ProgramEntry {
+                    path: path.into(),
+                    args: args.clone(),
+                    env: Default::default(),
+                    sha256: None,
+                },
+            )
+            .unwrap();
+            r
+        })
+        .await;
+        // Both spawn paths: the spawner thread, and the helper (an rlimit set).
+        for manifest in [
+            format!("programs = [\"{name}\"]"),
+            format!("programs = [\"{name}\"]\n[limits]\nprogram_open_files = 256\n"),
+        ] {
+            let r = t
+                .probe(&format!("outcome {name}"), Some(grants(&manifest)))
+                .await;
+            assert_ne!(result_text(&r), "exited 0", "{path} {args:?} succeeded");
+        }
+        t.assert_no_leftovers().await;
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/limits").unwrap(),
+        before
+    );
+}
