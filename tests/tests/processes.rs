@@ -99,6 +99,23 @@ async fn an_ungranted_program_is_denied_naming_the_manifest_line() {
     t.assert_no_leftovers().await;
 }
 
+/// The process id a program printed on stdout (log.txt).
+fn pid_in_log(report: &kiln_host::JobReport) -> i32 {
+    let log = std::fs::read_to_string(report.job_dir.join("log.txt")).unwrap();
+    log.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no pid in {log:?}"))
+}
+
+/// Whether `pid` is gone within 5 s.
+fn died_within_5s(pid: i32) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    !alive(pid)
+}
+
 /// Whether `pid` is still a live process (a zombie counts as dead).
 fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -124,16 +141,8 @@ async fn a_grandchild_holding_stdout_open_is_killed_and_does_not_hold_the_job() 
         "{:?}",
         started.elapsed()
     );
-    let log = std::fs::read_to_string(report.job_dir.join("log.txt")).unwrap();
-    let pid: i32 = log
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("no pid in {log:?}"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while alive(pid) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(!alive(pid), "grandchild {pid} outlived its job");
+    let pid = pid_in_log(&report);
+    assert!(died_within_5s(pid), "grandchild {pid} outlived its job");
     t.assert_no_leftovers().await;
 }
 
@@ -295,16 +304,11 @@ async fn a_setsid_escapee_is_killed_at_the_end_of_its_job() {
             .probe("outcome fake setsid-grandchild 60", grants_toml.map(grants))
             .await;
         assert_eq!(result_text(&report), "exited 0");
-        let log = std::fs::read_to_string(report.job_dir.join("log.txt")).unwrap();
-        let pid: i32 = log
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("no pid in {log:?}"));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while alive(pid) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        assert!(!alive(pid), "the setsid escapee {pid} outlived its job");
+        let pid = pid_in_log(&report);
+        assert!(
+            died_within_5s(pid),
+            "the setsid escapee {pid} outlived its job"
+        );
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     t.assert_no_leftovers().await;

@@ -185,13 +185,34 @@ fn job_relative_dir(job: &Job, rel: &str) -> Result<PathBuf, HostError> {
 
 fn verify_pin(path: &Path, pin: &str) -> Result<(), HostError> {
     use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(path).map_err(|e| {
+    use std::os::unix::fs::MetadataExt;
+    // Hashing a large executable before every spawn would dominate short
+    // runs: a file already verified is trusted until its size, mtime or
+    // inode change.
+    static VERIFIED: std::sync::Mutex<Vec<(PathBuf, (u64, i64, i64, u64), String)>> =
+        std::sync::Mutex::new(Vec::new());
+    let cannot = |e: std::io::Error| {
         failed(format!(
             "cannot read {} to check its sha256: {e}",
             path.display()
         ))
-    })?;
-    let actual = hex::encode(Sha256::digest(&bytes));
+    };
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    let stamp = (meta.size(), meta.mtime(), meta.mtime_nsec(), meta.ino());
+    let known = lock(&VERIFIED)
+        .iter()
+        .find(|(p, s, _)| p == path && *s == stamp)
+        .map(|(_, _, h)| h.clone());
+    let actual = match known {
+        Some(h) => h,
+        None => {
+            let h = hex::encode(Sha256::digest(std::fs::read(path).map_err(cannot)?));
+            let mut cache = lock(&VERIFIED);
+            cache.retain(|(p, _, _)| p != path);
+            cache.push((path.to_path_buf(), stamp, h.clone()));
+            h
+        }
+    };
     if !actual.eq_ignore_ascii_case(pin) {
         return Err(denied(format!(
             "{} has sha256 {actual}, but the program registry pins {pin}",
@@ -245,7 +266,12 @@ impl PluginState {
             limits: vec![job.pipeline_slots.clone(), b.host.process_slots.clone()],
         };
         let shared = process::spawn(spec, gate, phase_hook(b.host.clone(), job.clone()));
-        lock(&job.processes).push(shared.clone());
+        // Only programs still running matter at the job's end; ended ones
+        // (and their captured output) live on in their handles alone.
+        let mut processes = lock(&job.processes);
+        processes.retain(|p| p.try_outcome().is_none());
+        processes.push(shared.clone());
+        drop(processes);
         Ok(ChildHandle {
             number: n,
             process: shared,
@@ -422,5 +448,24 @@ impl HostChild for PluginState {
         self.table().delete(child)?;
         self.release_handle();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pinned_program_is_checked_again_once_it_changes() {
+        use sha2::{Digest, Sha256};
+        let tmp = tempfile::tempdir().unwrap();
+        let prog = tmp.path().join("prog");
+        std::fs::write(&prog, b"one").unwrap();
+        let pin = hex::encode(Sha256::digest(b"one"));
+        assert!(verify_pin(&prog, &pin).is_ok());
+        assert!(verify_pin(&prog, &pin).is_ok());
+        std::fs::write(&prog, b"other").unwrap();
+        let e = verify_pin(&prog, &pin).unwrap_err();
+        assert!(e.message.contains("registry pins"), "{}", e.message);
     }
 }
