@@ -326,3 +326,21 @@ fn def_check_resolves_includes_from_a_ccp4i2_installation() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_kiln_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "{KILN} params show {} | true",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../ccp4/container/testdata/ccp4mg_general.test1.params.xml")
+                .display()
+        ))
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -128,6 +128,12 @@ enum ParamsCommand {
 }
 
 pub fn main() -> ExitCode {
+    // Like any command-line tool, end quietly when the reader of stdout goes
+    // away (`kiln describe X | head`) instead of panicking on the write.
+    // SAFETY: setting a signal disposition before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match &cli.command {
         Command::Tool { name, args } => return run_tool(name, args),
