@@ -10,6 +10,8 @@ const TASKS: &[(&str, &str)] = &[
     ("kiln-task-mtzdump", "mtzdump"),
     ("kiln-task-pdbset", "pdbset"),
     ("kiln-task-demo-copycell", "demo_copycell"),
+    ("kiln-task-refmac", "refmac"),
+    ("kiln-task-refine-scan", "refine_scan"),
 ];
 
 fn main() {

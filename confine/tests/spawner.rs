@@ -613,6 +613,12 @@ fn dropping_ends_the_thread_and_children_are_still_waited_for() {
     assert!(Path::new(&task).exists());
     let mut child = spawn_in(&spawner, command("/bin/sleep", &["0.3"]));
     drop(spawner);
+    // The join returns when the thread has exited; the kernel removes its
+    // /proc entry a moment later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while Path::new(&task).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     assert!(
         !Path::new(&task).exists(),
         "the thread outlived its Spawner"

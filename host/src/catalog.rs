@@ -51,6 +51,8 @@ pub struct TaskInfo {
     pub definition: String,
     /// What the task asks to be granted.
     pub requests: Grants,
+    /// Whether pipelines may retry the task after a failure.
+    pub retryable: bool,
     /// Where the component came from (task name or path), for messages.
     pub origin: String,
     pub(crate) plugin: LoadedPlugin,
@@ -278,6 +280,7 @@ async fn describe(
         title: desc.title,
         definition: desc.definition,
         requests,
+        retryable: desc.retryable,
         origin: origin.to_string(),
         plugin,
         container,

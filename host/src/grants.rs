@@ -21,6 +21,8 @@
 //! wall_seconds = 3600                # whole job, including waits
 //! cpu_seconds = 600                  # time spent running wasm
 //! processes = 8                      # programs running at once per pipeline (more queue)
+//! sub_jobs = 4                       # sub-jobs a pipeline job runs at once (more queue)
+//! signals = 10000                    # a sub-job's signals its pipeline has not read yet
 //! output_bytes = 16777216            # captured output a plugin can read back
 //! program_cpu_seconds = 3600         # rlimits of native programs (optional)
 //! program_file_size_bytes = 1073741824
@@ -48,6 +50,13 @@ pub struct Limits {
     /// Native programs a pipeline (a job and all its sub-jobs) may have
     /// running at once (CCP4i2's MAXNJOBS); more wait in a FIFO queue.
     pub processes: u32,
+    /// Sub-jobs one pipeline job may have running at once; more wait,
+    /// `queued`, in start order. A pipeline may ask for fewer
+    /// (`jobs.set-max-running`), never more.
+    pub sub_jobs: u32,
+    /// Signals (progress and custom) a sub-job may have emitted that its
+    /// pipeline has not read yet; one more is refused with `limit`.
+    pub signals: u32,
     /// Captured stdout/stderr a plugin can read back per program, bytes; the
     /// log files hold everything regardless.
     pub output_bytes: u64,
@@ -71,6 +80,8 @@ impl Default for Limits {
             wall_seconds: 24 * 3600,
             cpu_seconds: 3600,
             processes: 8,
+            sub_jobs: 4,
+            signals: 10_000,
             output_bytes: 16 << 20,
             program_cpu_seconds: None,
             program_file_size_bytes: None,
@@ -95,6 +106,8 @@ impl Limits {
             wall_seconds: self.wall_seconds.min(other.wall_seconds),
             cpu_seconds: self.cpu_seconds.min(other.cpu_seconds),
             processes: self.processes.min(other.processes),
+            sub_jobs: self.sub_jobs.min(other.sub_jobs),
+            signals: self.signals.min(other.signals),
             output_bytes: self.output_bytes.min(other.output_bytes),
             program_cpu_seconds: min_opt(self.program_cpu_seconds, other.program_cpu_seconds),
             program_file_size_bytes: min_opt(

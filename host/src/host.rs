@@ -31,6 +31,9 @@ pub struct HostConfig {
     /// Native programs running at once across every job (CCP4i2's
     /// maxRunningProcesses); more wait in a FIFO queue.
     pub max_running_processes: usize,
+    /// Reuse a finished sub-job with the same fingerprint instead of
+    /// running it again (see [`crate::job::resume`]); off is `--fresh`.
+    pub resume: bool,
 }
 
 impl HostConfig {
@@ -43,6 +46,7 @@ impl HostConfig {
             confine_helper: crate::process::find_helper(),
             require_confinement: false,
             max_running_processes: 4,
+            resume: true,
         }
     }
 }
@@ -72,6 +76,8 @@ pub(crate) struct HostShared {
     pub cgroups: Option<crate::process::cgroup::CgroupRoot>,
     pub events: EventBus,
     pub jobs_dir: PathBuf,
+    /// Succeeded jobs by fingerprint; `None` when resuming is off.
+    pub finished: Option<crate::job::resume::FinishedIndex>,
     /// Cancelling this cancels every job.
     pub shutdown: CancellationToken,
 }
@@ -150,6 +156,10 @@ pub struct JobReport {
     /// outputData of the job's container.
     pub outputs: serde_json::Value,
     pub elapsed_seconds: Option<f64>,
+    /// Times the job ran: more than 1 after retries, 0 when reused.
+    pub attempts: u32,
+    /// The finished job whose results were reused instead of running.
+    pub reused_from: Option<String>,
     pub sub_jobs: Vec<JobReport>,
 }
 
@@ -176,6 +186,8 @@ impl JobReport {
                 (Some((_, s)), Some((_, e))) => Some(e.duration_since(s).as_secs_f64()),
                 _ => None,
             },
+            attempts: job.attempts(),
+            reused_from: job.reused_from(),
             sub_jobs: job.children().iter().map(|c| JobReport::of(c)).collect(),
         }
     }
@@ -223,6 +235,9 @@ impl Host {
                     config.max_running_processes.max(1),
                 )),
                 events: EventBus::default(),
+                finished: config
+                    .resume
+                    .then(|| crate::job::resume::FinishedIndex::new(&config.jobs_dir)),
                 jobs_dir: config.jobs_dir,
                 shutdown: CancellationToken::new(),
             }),

@@ -2,7 +2,8 @@
 //! failures and bad input with their exit statuses, and `describe`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 const EXPECTED_CRYST1: &str = "CRYST1    9.643    9.609   19.029  90.00 101.22  90.00 P 21 21 21";
@@ -31,17 +32,15 @@ fn data(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A registry whose mtzdump and pdbset are `kiln tool ...`.
+/// A registry whose mtzdump, pdbset and refmac5 (a stand-in) are
+/// `kiln tool ...`.
 fn registry(dir: &Path) -> PathBuf {
     let path = dir.join("programs.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[programs.mtzdump]\npath = {KILN:?}\nargs = [\"tool\", \"mtzdump\"]\n\n\
-             [programs.pdbset]\npath = {KILN:?}\nargs = [\"tool\", \"pdbset\"]\n"
-        ),
-    )
-    .unwrap();
+    let entries: String = ["mtzdump", "pdbset", "refmac5"]
+        .iter()
+        .map(|p| format!("[programs.{p}]\npath = {KILN:?}\nargs = [\"tool\", \"{p}\"]\n\n"))
+        .collect();
+    std::fs::write(&path, entries).unwrap();
     path
 }
 
@@ -343,4 +342,220 @@ fn a_reader_that_goes_away_ends_kiln_quietly() {
         .unwrap();
     let stderr = text(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `kiln run refine_scan` arguments on the bundled data.
+fn refine_scan_args(reg: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "refine_scan".into(),
+        "--param".into(),
+        format!("HKLIN={}", data("5e5z.mtz").display()),
+        "--param".into(),
+        format!("XYZIN={}", data("rnase_frag.pdb").display()),
+        "--registry".into(),
+        reg.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn kiln_args(dir: &Path, args: &[String]) -> Output {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    kiln(dir, &args)
+}
+
+#[test]
+fn run_draws_a_live_tree_or_plain_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry(tmp.path());
+    let fast = ["--param", "NCYCLES=1", "--param", "WEIGHTS=0.2 0.4"];
+
+    let mut args = refine_scan_args(&reg, &fast);
+    args.extend(["--progress".into(), "tree".into(), "--fresh".into()]);
+    let out = kiln_args(tmp.path(), &args);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{}\n{stderr}", text(&out.stdout));
+    // Frames redrawn in place; the last shows every job finished.
+    assert!(
+        stderr.contains("\x1b[2K") && stderr.contains("A\r"),
+        "{stderr:?}"
+    );
+    let last = stderr.rsplit("\x1b[J").nth(1).unwrap();
+    let lines: Vec<&str> = last
+        .split('\n')
+        .map(|l| l.rsplit("\x1b[2K").next().unwrap())
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let ids: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            l.trim_start_matches([' ', '└'])
+                .split_whitespace()
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids, ["1", "1.1", "1.1.1", "1.1.2", "1.2", "1.3"], "{last}");
+    for line in &lines {
+        assert!(
+            line.contains("finished") && line.contains("[####################] 100%"),
+            "{line}"
+        );
+    }
+
+    // Not a terminal: a plain line per change, no control codes.
+    let out = kiln_args(tmp.path(), &refine_scan_args(&reg, &fast));
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+    assert!(stderr.contains("[2 refine_scan] running"), "{stderr}");
+    assert!(stderr.contains("  [2.2 refmac] "), "{stderr}");
+}
+
+#[test]
+fn on_a_terminal_the_tree_is_the_default() {
+    // `script` (util-linux) gives kiln a pseudo-terminal.
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry(tmp.path());
+    let args = refine_scan_args(&reg, &["--param", "NCYCLES=1", "--param", "WEIGHTS=0.3"]);
+    let command = std::iter::once(KILN.to_string())
+        .chain(args)
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(tmp.path())
+        .env(
+            "KILN_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-cache"),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .expect("`script` from util-linux runs kiln on a pseudo-terminal");
+    let all = text(&out.stdout);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("\x1b[2K") && all.contains("[####################] 100%"),
+        "{all:?}"
+    );
+}
+
+/// The job records of the refinement steps of pipeline job `n`: (job id,
+/// status, reused from).
+fn step_records(jobs: &Path, n: u32) -> Vec<(String, Option<String>, Option<String>)> {
+    let dir = jobs.join(format!("job_{n}"));
+    (2..)
+        .map(|k| dir.join(format!("job_{k}")))
+        .take_while(|d| d.is_dir())
+        .filter_map(|d| {
+            let r: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(d.join("job.json")).ok()?).ok()?;
+            Some((
+                r["id"].as_str()?.to_string(),
+                r["status"].as_str().map(str::to_string),
+                r["reused_from"].as_str().map(str::to_string),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_run_resumes_rerunning_only_the_unfinished_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry(tmp.path());
+    let jobs = tmp.path().join("kiln-jobs");
+    // Eight refinements of about 1 s, two at a time.
+    let slow = [
+        "--param",
+        "NCYCLES=20",
+        "--param",
+        "MAXNJOBS=2",
+        "--progress",
+        "none",
+    ];
+    let mut first = Command::new(KILN)
+        .args(refine_scan_args(&reg, &slow))
+        .current_dir(tmp.path())
+        .env(
+            "KILN_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-cache"),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = step_records(&jobs, 1)
+            .iter()
+            .filter(|(_, status, _)| status.as_deref() == Some("succeeded"))
+            .count();
+        if done >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no two refinements finished in time"
+        );
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run ended by itself"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap(); // SIGKILL: no clean-up of any kind
+    first.wait().unwrap();
+    let finished_before: Vec<String> = step_records(&jobs, 1)
+        .into_iter()
+        .filter(|(_, status, _)| status.as_deref() == Some("succeeded"))
+        .map(|(id, _, _)| id)
+        .collect();
+    assert!(
+        (2..8).contains(&finished_before.len()),
+        "{finished_before:?}"
+    );
+    let pipeline: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(jobs.join("job_1/job.json")).unwrap()).unwrap();
+    assert_eq!(pipeline["state"], "running", "the killed run never ended");
+
+    let mut args = refine_scan_args(&reg, &slow);
+    args.push("--json".into());
+    let out = kiln_args(tmp.path(), &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["job_id"], "2");
+    let subs = doc["sub_jobs"].as_array().unwrap();
+    assert_eq!(subs[0]["reused_from"], "1.1", "the preparation is reused");
+    let mut reran = 0;
+    for (k, step) in subs[1..].iter().enumerate() {
+        let old_id = format!("1.{}", k + 2);
+        if finished_before.contains(&old_id) {
+            assert_eq!(step["reused_from"], old_id.as_str(), "{step:#}");
+            assert_eq!(step["attempts"], 0);
+        } else {
+            assert!(step["reused_from"].is_null(), "{step:#}");
+            assert_eq!(step["attempts"], 1);
+            reran += 1;
+        }
+        assert_eq!(step["status"], "succeeded");
+    }
+    assert_eq!(reran, 8 - finished_before.len());
+
+    // The same result as a run from scratch.
+    let prepared = std::fs::read(subs[0]["outputs"]["XYZOUT"]["path"].as_str().unwrap()).unwrap();
+    let best = ["0.05", "0.1", "0.2", "0.3", "0.5", "0.8", "1.2", "2.0"]
+        .iter()
+        .map(|w| w.parse::<f64>().unwrap())
+        .min_by(|a, b| {
+            let r = |w| kiln_ccp4_programs::refmac5::simulate(&prepared, w).r_free;
+            r(*a).total_cmp(&r(*b))
+        })
+        .unwrap();
+    assert_eq!(
+        doc["outputs"]["BEST_WEIGHT"].as_f64(),
+        Some(best),
+        "{doc:#}"
+    );
 }

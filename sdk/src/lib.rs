@@ -88,7 +88,7 @@ pub use bindings::kiln::plugin::types::{ErrorKind, FinishStatus, HostError};
 pub use container::ContainerLookup;
 pub use error::TaskError;
 pub use program::{Finished, Process, ProgramBuilder, wait_any_process};
-pub use subjob::{SubJob, SubJobResult, wait_any};
+pub use subjob::{FailurePolicy, RetryPolicy, Signal, SubJob, SubJobResult, wait_any};
 pub use task::{Description, Job, Task};
 
 #[doc(hidden)]

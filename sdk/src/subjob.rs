@@ -2,6 +2,7 @@
 //! below its own, sets their parameters, starts them and reads their outputs.
 
 use crate::bindings::kiln::plugin::jobs::{self as host, JobState};
+pub use crate::bindings::kiln::plugin::jobs::{FailurePolicy, RetryPolicy, Signal};
 use crate::error::TaskError;
 use crate::task::Job;
 use crate::{FinishStatus, Value};
@@ -29,6 +30,22 @@ pub struct SubJob {
 pub struct SubJobResult {
     pub status: FinishStatus,
     pub reason: Option<String>,
+    /// Times it ran: more than 1 after retries, 0 when it was reused.
+    pub attempts: u32,
+    /// The finished job (same task, version, parameters and input
+    /// contents) whose results were reused instead of running, e.g. `3.2`.
+    pub reused_from: Option<String>,
+}
+
+impl From<host::JobResult> for SubJobResult {
+    fn from(r: host::JobResult) -> Self {
+        SubJobResult {
+            status: r.status,
+            reason: r.reason,
+            attempts: r.attempts,
+            reused_from: r.reused_from,
+        }
+    }
 }
 
 impl SubJobResult {
@@ -85,16 +102,40 @@ impl SubJob {
         Ok(self.inner.copy_to_parent(source_path, path)?)
     }
 
+    /// What this step's failure does to the pipeline (before it starts):
+    /// `FailPipeline` (the default), `Continue`, `Retry` (retryable tasks
+    /// only) or `MarkUnsatisfactory`.
+    pub fn on_failure(&self, policy: FailurePolicy) -> Result<(), TaskError> {
+        Ok(self.inner.set_failure_policy(policy)?)
+    }
+
+    /// Start the sub-job; it waits, `queued`, while the pipeline's cap on
+    /// running sub-jobs is reached.
     pub fn start(&self) -> Result<(), TaskError> {
         Ok(self.inner.start()?)
     }
 
     pub fn wait(&self) -> Result<SubJobResult, TaskError> {
-        let r = self.inner.wait()?;
-        Ok(SubJobResult {
-            status: r.status,
-            reason: r.reason,
-        })
+        Ok(self.inner.wait()?.into())
+    }
+
+    /// The sub-job's next signal (progress, custom or `finished`), waiting
+    /// for one; each is delivered once, in order, `finished` last.
+    pub fn next_signal(&self) -> Result<Signal, TaskError> {
+        Ok(self.inner.next_signal()?)
+    }
+
+    /// Wait for the custom signal `name` and return its JSON payload; the
+    /// signals before it are passed over (each is delivered only once).
+    /// `Ok(None)` when the sub-job finished without emitting it.
+    pub fn wait_signal(&self, name: &str) -> Result<Option<String>, TaskError> {
+        loop {
+            match self.next_signal()? {
+                Signal::Custom(c) if c.name == name => return Ok(Some(c.payload_json)),
+                Signal::Finished(_) => return Ok(None),
+                _ => {}
+            }
+        }
     }
 
     /// Start, wait, and turn anything but success into an error that names

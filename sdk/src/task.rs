@@ -40,6 +40,7 @@ impl Description {
                     write_dirs: Vec::new(),
                     network: false,
                 },
+                retryable: false,
             },
         }
     }
@@ -109,6 +110,13 @@ impl Description {
         self.inner.requests.network = true;
         self
     }
+
+    /// The task may run again after a failure without harm (it writes only
+    /// into its own job directory), so pipelines may retry it.
+    pub fn retryable(mut self) -> Self {
+        self.inner.retryable = true;
+        self
+    }
 }
 
 /// The running job: its container, programs, sub-jobs, progress and log.
@@ -124,13 +132,26 @@ impl Job {
         jobs::self_id()
     }
 
-    /// Report progress: `fraction` from 0.0 to 1.0 when known.
-    pub fn progress(&self, fraction: Option<f32>, phase: &str, message: &str) {
-        signals::emit_progress(&signals::Progress {
+    /// Report progress: `fraction` from 0.0 to 1.0 when known, `phase` a
+    /// short name of the current phase. Fails only when this job's pipeline
+    /// has not read its earlier signals (`limits.signals`).
+    pub fn progress(
+        &self,
+        fraction: Option<f32>,
+        phase: &str,
+        message: &str,
+    ) -> Result<(), TaskError> {
+        Ok(signals::emit_progress(&signals::Progress {
             fraction,
             message: message.to_string(),
             phase: phase.to_string(),
-        });
+        })?)
+    }
+
+    /// Run at most `n` of this job's sub-jobs at once (CCP4i2's MAXNJOBS);
+    /// more wait, `queued`, in start order. Call before starting any.
+    pub fn max_running_sub_jobs(&self, n: u32) -> Result<(), TaskError> {
+        Ok(jobs::set_max_running(n)?)
     }
 
     /// Emit a custom named signal with a JSON payload.

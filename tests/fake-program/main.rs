@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `mtzdump ARGS...` | Kiln's mtzdump (`HKLIN <file>`, keywords on stdin); exits with its code |
 //! | `pdbset ARGS...` | Kiln's pdbset (`XYZIN <in> XYZOUT <out>`, keywords on stdin); exits with its code |
+//! | `refmac5 ARGS...` | Kiln's refmac5 stand-in (simulated refinement, see kiln-ccp4-programs); exits with its code |
 //! | `exit N` | exits with code N (the OS keeps the low 8 bits) |
 //! | `sleep SECS` | sleeps SECS seconds (a decimal number), exits 0 |
 //! | `spew N [stdout\|stderr\|both]` | writes N bytes to the stream(s) (default stdout), both at once for `both`, exits 0 |
@@ -40,6 +41,10 @@ const USAGE: &[(&str, &str)] = &[
     (
         "pdbset",
         "pdbset XYZIN <in> XYZOUT <out>   (keywords on stdin)",
+    ),
+    (
+        "refmac5",
+        "refmac5 HKLIN <mtz> XYZIN <in> XYZOUT <out>   (keywords on stdin)",
     ),
     ("exit", "exit N"),
     ("sleep", "sleep SECS"),
@@ -111,7 +116,7 @@ fn dispatch(argv: &[OsString]) -> Result<i32, Usage> {
         }
     };
     match name.as_str() {
-        "mtzdump" | "pdbset" => {
+        "mtzdump" | "pdbset" | "refmac5" => {
             let program = kiln_ccp4_programs::program(&name)
                 .ok_or_else(|| usage(&name, "unknown program"))?;
             let args = args

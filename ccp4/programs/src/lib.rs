@@ -1,5 +1,5 @@
 //! Kiln's own small implementations of the CCP4 programs `mtzdump` and
-//! `pdbset`.
+//! `pdbset`, and a `refmac5` stand-in.
 //!
 //! They exist so that the `kiln demo` runs without a CCP4 installation and so
 //! that the conformance suite has programs whose output is byte-for-byte what
@@ -9,7 +9,9 @@
 //! - [`mtzdump`] prints the libccp4 header listing of an MTZ file
 //!   (`HKLIN <file>`, keywords `HEADER`, `NREF`, `END` on stdin);
 //! - [`pdbset`] rewrites the unit cell in a PDB file's CRYST1 record
-//!   (`XYZIN <in> XYZOUT <out>`, keywords `CELL ...`, `END` on stdin).
+//!   (`XYZIN <in> XYZOUT <out>`, keywords `CELL ...`, `END` on stdin);
+//! - [`refmac5`] is a stand-in, not an implementation: it simulates a
+//!   refinement run (log, R values, output model) for pipeline examples.
 //!
 //! Every program has the same entry point shape, [`Program`]: the command-line
 //! words after the program name, the three standard streams, and the exit
@@ -21,6 +23,7 @@ mod keywords;
 pub mod mtz;
 pub mod mtzdump;
 pub mod pdbset;
+pub mod refmac5;
 
 /// The entry point of a program: `run(args, stdin, stdout, stderr)` returns
 /// the process exit code. `args` are the command-line words after the program
@@ -29,13 +32,14 @@ pub type Program = fn(&[String], &mut dyn Read, &mut dyn Write, &mut dyn Write) 
 
 /// Names of the programs this crate implements, in the order [`program`]
 /// knows them.
-pub const PROGRAM_NAMES: &[&str] = &["mtzdump", "pdbset"];
+pub const PROGRAM_NAMES: &[&str] = &["mtzdump", "pdbset", "refmac5"];
 
 /// Looks up a program by its CCP4 name (`mtzdump`, `pdbset`).
 pub fn program(name: &str) -> Option<Program> {
     match name {
         "mtzdump" => Some(mtzdump::run),
         "pdbset" => Some(pdbset::run),
+        "refmac5" => Some(refmac5::run),
         _ => None,
     }
 }
@@ -92,7 +96,7 @@ mod tests {
         for name in PROGRAM_NAMES {
             assert!(program(name).is_some(), "{name}");
         }
-        assert!(program("refmac5").is_none());
+        assert!(program("phaser").is_none());
     }
 
     #[test]

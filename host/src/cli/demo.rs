@@ -1,9 +1,10 @@
-//! `kiln demo`: demo_copycell on bundled copies of 5e5z.mtz and
-//! rnase_frag.pdb. Unless `--registry` names real programs, mtzdump and
-//! pdbset are Kiln's own small implementations (`kiln tool ...`).
+//! `kiln demo`: demo_copycell (or, with `pipeline`, refine_scan) on bundled
+//! copies of 5e5z.mtz and rnase_frag.pdb. Unless `--registry` names real
+//! programs, mtzdump and pdbset are Kiln's own small implementations and
+//! refmac5 a stand-in (`kiln tool ...`).
 
 use super::run::run_request;
-use super::{HostArgs, build_host, load_registry};
+use super::{DemoKind, HostArgs, ProgressView, build_host, load_registry};
 use anyhow::Context;
 use kiln_host::registry::{ProgramEntry, Registry};
 use kiln_host::{RunRequest, TaskRef};
@@ -15,8 +16,8 @@ const DEMO_PDB: &[u8] = include_bytes!("../../demo-data/rnase_frag.pdb");
 fn builtin_registry() -> anyhow::Result<Registry> {
     let exe = std::env::current_exe().context("failed to find the kiln executable")?;
     let mut registry = Registry::default();
-    registry.source = "Kiln's built-in mtzdump and pdbset".into();
-    for name in ["mtzdump", "pdbset"] {
+    registry.source = "Kiln's built-in mtzdump, pdbset and refmac5 stand-in".into();
+    for &name in kiln_ccp4_programs::PROGRAM_NAMES {
         registry.insert(
             name,
             ProgramEntry {
@@ -30,14 +31,20 @@ fn builtin_registry() -> anyhow::Result<Registry> {
     Ok(registry)
 }
 
-pub async fn demo(args: HostArgs, json: bool) -> anyhow::Result<u8> {
+pub async fn demo(
+    which: DemoKind,
+    args: HostArgs,
+    json: bool,
+    view: ProgressView,
+) -> anyhow::Result<u8> {
     let registry = match &args.registry {
         Some(_) => load_registry(&args)?,
         None => {
             if !json {
                 println!(
                     "kiln demo: mtzdump and pdbset are Kiln's own small implementations \
-                     (`kiln tool mtzdump|pdbset`); pass --registry FILE to use real CCP4 programs."
+                     and refmac5 a stand-in that simulates refinement (`kiln tool NAME`); \
+                     pass --registry FILE to use real CCP4 programs."
                 );
             }
             builtin_registry()?
@@ -51,23 +58,27 @@ pub async fn demo(args: HostArgs, json: bool) -> anyhow::Result<u8> {
     let pdb = data.join("rnase_frag.pdb");
     std::fs::write(&mtz, DEMO_MTZ).with_context(|| format!("failed to write {}", mtz.display()))?;
     std::fs::write(&pdb, DEMO_PDB).with_context(|| format!("failed to write {}", pdb.display()))?;
+    let task = match which {
+        DemoKind::Copycell => "demo_copycell",
+        DemoKind::Pipeline => "refine_scan",
+    };
     if !json {
         println!(
-            "kiln demo: demo_copycell with HKLIN={} XYZIN={}\n",
+            "kiln demo: {task} with HKLIN={} XYZIN={}\n",
             mtz.display(),
             pdb.display()
         );
     }
     let host = build_host(&args, registry).await?;
     let request = RunRequest {
-        task: TaskRef::Name("demo_copycell".into()),
+        task: TaskRef::Name(task.into()),
         params: vec![
             ("HKLIN".into(), mtz.display().to_string()),
             ("XYZIN".into(), pdb.display().to_string()),
         ],
         grants: None,
     };
-    let (code, report) = run_request(&host, request, json).await?;
+    let (code, report) = run_request(&host, request, json, view).await?;
     if let (false, Some(report)) = (json, &report) {
         print_result(report);
     }
@@ -80,6 +91,12 @@ fn print_result(report: &kiln_host::JobReport) {
         return;
     };
     println!("XYZOUT: {xyzout}");
+    if let (Some(w), Some(r)) = (
+        report.outputs["BEST_WEIGHT"].as_f64(),
+        report.outputs["RFREE"].as_f64(),
+    ) {
+        println!("best matrix weight {w}, R free {r:.4}");
+    }
     let cryst1 = std::fs::read_to_string(xyzout).ok().and_then(|t| {
         t.lines()
             .find(|l| l.starts_with("CRYST1"))

@@ -6,6 +6,7 @@ mod describe;
 mod output;
 mod params;
 mod run;
+mod tree_view;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -43,17 +44,49 @@ pub struct HostArgs {
     /// Native programs running at once across all jobs; more wait in a queue.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub max_processes: usize,
+    /// Run every sub-job, even those a finished job with the same task,
+    /// version, parameters and input contents could stand in for.
+    #[arg(long)]
+    pub fresh: bool,
+}
+
+/// How `kiln run` shows jobs while they run (on stderr).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ProgressView {
+    /// A live tree on a terminal, plain lines otherwise, nothing with --json.
+    #[default]
+    Auto,
+    /// The live tree, redrawn in place (needs a terminal to look right).
+    Tree,
+    /// One line per state change and progress report.
+    Lines,
+    None,
+}
+
+/// Which demo to run.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DemoKind {
+    /// demo_copycell: mtzdump, then pdbset.
+    #[default]
+    Copycell,
+    /// refine_scan: preparation, eight refinements four at a time, the best
+    /// chosen from their logs (refmac5 is a stand-in).
+    Pipeline,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run demo_copycell on bundled data (mtzdump, then pdbset).
     Demo {
+        #[arg(value_enum, default_value_t = DemoKind::Copycell)]
+        which: DemoKind,
         #[command(flatten)]
         host: HostArgs,
         /// Print one JSON document instead of the job tree.
         #[arg(long)]
         json: bool,
+        #[arg(long, value_enum, default_value_t = ProgressView::Auto)]
+        progress: ProgressView,
     },
     /// Run a task or pipeline by name or component path.
     Run {
@@ -70,6 +103,8 @@ enum Command {
         /// Print one JSON document instead of the job tree.
         #[arg(long)]
         json: bool,
+        #[arg(long, value_enum, default_value_t = ProgressView::Auto)]
+        progress: ProgressView,
     },
     /// Show a task's definition and the capabilities it requests.
     Describe {
@@ -165,14 +200,20 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Demo { host, json } => demo::demo(host, json).await,
+            Command::Demo {
+                which,
+                host,
+                json,
+                progress,
+            } => demo::demo(which, host, json, progress).await,
             Command::Run {
                 task,
                 params,
                 grants,
                 host,
                 json,
-            } => run::run(&task, &params, grants.as_deref(), host, json).await,
+                progress,
+            } => run::run(&task, &params, grants.as_deref(), host, json, progress).await,
             Command::Describe {
                 task,
                 grants,
@@ -219,6 +260,7 @@ pub async fn build_host(
     let mut config = kiln_host::HostConfig::new(&args.jobs_dir, registry);
     config.require_confinement = args.require_confinement;
     config.max_running_processes = args.max_processes;
+    config.resume = !args.fresh;
     let host = kiln_host::Host::new(config).context("failed to start the host")?;
     for p in &args.plugins {
         host.catalog()

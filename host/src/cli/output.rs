@@ -43,8 +43,13 @@ fn print_node(r: &JobReport, prefix: &str, last: bool, root: bool) {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let label = format!("{branch}{}", r.job_id);
+    let note = match (&r.reused_from, r.attempts) {
+        (Some(from), _) => format!("  reused job {from}"),
+        (None, n) if n > 1 => format!("  {n} attempts"),
+        _ => String::new(),
+    };
     println!(
-        "{label:<14} {:<16} {:<14} {elapsed:>9}  {dir}",
+        "{label:<14} {:<16} {:<14} {elapsed:>9}  {dir}{note}",
         r.task,
         r.state.as_str(),
     );
@@ -60,17 +65,29 @@ fn print_node(r: &JobReport, prefix: &str, last: bool, root: bool) {
     }
 }
 
-/// Print a line per job state change and progress report until aborted.
-pub async fn watch_progress(mut rx: broadcast::Receiver<Event>) {
+/// Print a line per job state change and progress report until `stop`,
+/// then the lines of the events already sent.
+pub async fn watch_progress(
+    mut rx: broadcast::Receiver<Event>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
     loop {
-        match rx.recv().await {
-            Ok(e) => {
-                if let Some(line) = progress_line(&e) {
-                    eprintln!("{line}");
+        tokio::select! {
+            e = rx.recv() => match e {
+                Ok(e) => {
+                    if let Some(line) = progress_line(&e) {
+                        eprintln!("{line}");
+                    }
                 }
-            }
-            Err(RecvError::Lagged(n)) => eprintln!("  ({n} progress events skipped)"),
-            Err(RecvError::Closed) => return,
+                Err(RecvError::Lagged(n)) => eprintln!("  ({n} progress events skipped)"),
+                Err(RecvError::Closed) => return,
+            },
+            _ = &mut stop => break,
+        }
+    }
+    while let Ok(e) = rx.try_recv() {
+        if let Some(line) = progress_line(&e) {
+            eprintln!("{line}");
         }
     }
 }

@@ -2,7 +2,8 @@
 //! job tree (or one JSON document) and exit with the job's status.
 
 use super::output::{exit_code, print_report, watch_progress};
-use super::{EXIT_USAGE, HostArgs, build_host, load_registry};
+use super::tree_view::live_tree;
+use super::{EXIT_USAGE, HostArgs, ProgressView, build_host, load_registry};
 use kiln_host::grants::Grants;
 use kiln_host::{Host, JobReport, RunRequest, TaskRef};
 use std::io::IsTerminal;
@@ -25,6 +26,7 @@ pub async fn run(
     grants: Option<&Path>,
     args: HostArgs,
     json: bool,
+    view: ProgressView,
 ) -> anyhow::Result<u8> {
     let params = parse_params(params)?;
     let manifest = grants.map(Grants::from_file).transpose()?;
@@ -37,6 +39,7 @@ pub async fn run(
             grants: manifest,
         },
         json,
+        view,
     )
     .await?;
     Ok(code)
@@ -48,6 +51,7 @@ pub async fn run_request(
     host: &Host,
     request: RunRequest,
     json: bool,
+    view: ProgressView,
 ) -> anyhow::Result<(u8, Option<JobReport>)> {
     if let Some(m) = &request.grants {
         let info = host.describe(&request.task).await?;
@@ -70,8 +74,27 @@ pub async fn run_request(
             return Ok((EXIT_USAGE, None));
         }
     };
-    let live = !json && std::io::stderr().is_terminal();
-    let progress = live.then(|| tokio::spawn(watch_progress(host.events().subscribe())));
+    let view = match view {
+        ProgressView::Auto if json => ProgressView::None,
+        ProgressView::Auto if std::io::stderr().is_terminal() => ProgressView::Tree,
+        ProgressView::Auto => ProgressView::Lines,
+        v => v,
+    };
+    let events = host.events().subscribe();
+    let (tree, lines) = match view {
+        ProgressView::Tree => (
+            Some(live_tree(&job.id, events, std::io::stderr(), None)),
+            None,
+        ),
+        ProgressView::Lines => {
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            (
+                None,
+                Some((stop, tokio::spawn(watch_progress(events, stopped)))),
+            )
+        }
+        _ => (None, None),
+    };
     host.start(&job);
     tokio::select! {
         _ = job.wait() => {}
@@ -81,8 +104,12 @@ pub async fn run_request(
             job.wait().await;
         }
     }
-    if let Some(p) = progress {
-        p.abort();
+    if let Some(tree) = tree {
+        tree.stop().await;
+    }
+    if let Some((stop, lines)) = lines {
+        let _ = stop.send(());
+        let _ = lines.await;
     }
     let report = host.report(&job);
     if json {

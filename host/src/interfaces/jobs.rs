@@ -3,15 +3,19 @@
 //! and grants no wider than its parent's.
 
 use crate::bindings::container::Value as WitValue;
-use crate::bindings::jobs::{Host, HostSubJob, JobResult as WitJobResult, JobState as WitState};
+use crate::bindings::jobs::{
+    CustomSignal, FailurePolicy as WitPolicy, Host, HostSubJob, JobResult as WitJobResult,
+    JobState as WitState, Signal as WitSignal,
+};
+use crate::bindings::signals::Progress as WitProgress;
 use crate::bindings::types::HostError;
 use crate::engine::lock;
 use crate::grants::Capability;
 use crate::interfaces::container::{container_error, value_from_wit, value_to_wit};
 use crate::interfaces::{
-    PluginState, cancelled, check_len, denied, failed, invalid, until_cancelled,
+    PluginState, cancelled, check_len, denied, failed, invalid, limit, not_found, until_cancelled,
 };
-use crate::job::{AuditEvent, Job, JobState, SubJobHandle};
+use crate::job::{AuditEvent, FailurePolicy, Job, JobResult, JobSignal, JobState, SubJobHandle};
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
@@ -29,6 +33,58 @@ fn state_to_wit(s: JobState) -> WitState {
     }
 }
 
+fn result_to_wit(r: JobResult, job: &Job) -> WitJobResult {
+    WitJobResult {
+        status: r.status.into(),
+        reason: r.reason,
+        attempts: job.attempts(),
+        reused_from: job.reused_from(),
+    }
+}
+
+fn policy_from_wit(p: WitPolicy) -> FailurePolicy {
+    match p {
+        WitPolicy::FailPipeline => FailurePolicy::FailPipeline,
+        WitPolicy::Continue => FailurePolicy::Continue,
+        WitPolicy::Retry(r) => FailurePolicy::Retry {
+            retries: r.retries,
+            backoff_ms: r.backoff_ms,
+        },
+        WitPolicy::MarkUnsatisfactory => FailurePolicy::MarkUnsatisfactory,
+    }
+}
+
+fn signal_to_wit(s: JobSignal) -> WitSignal {
+    match s {
+        JobSignal::Progress {
+            fraction,
+            phase,
+            message,
+        } => WitSignal::Progress(WitProgress {
+            fraction,
+            message,
+            phase,
+        }),
+        JobSignal::Custom { name, payload_json } => {
+            WitSignal::Custom(CustomSignal { name, payload_json })
+        }
+        JobSignal::Finished {
+            result,
+            attempts,
+            reused_from,
+        } => WitSignal::Finished(WitJobResult {
+            status: result.status.into(),
+            reason: result.reason,
+            attempts,
+            reused_from,
+        }),
+    }
+}
+
+/// Most retries a step may ask for: enough for flaky steps, not enough to
+/// keep a pipeline busy forever.
+const MAX_RETRIES: u32 = 100;
+
 impl PluginState {
     async fn make_sub_job(&mut self, task: String) -> Result<SubJobHandle, HostError> {
         check_len("a task name", &task)?;
@@ -40,8 +96,14 @@ impl PluginState {
             .get(&task)
             .await
             .map_err(|e| failed(format!("failed to load sub-task `{task}`: {e}")))?;
-        // A sub-job holds what it asks for, but never more than its parent.
-        let mut grants = parent.grants.intersect(&info.requests);
+        // A sub-job holds what it and its own sub-tasks ask for, but never
+        // more than its parent.
+        let requests = host
+            .catalog
+            .requests_closure(&info)
+            .await
+            .map_err(|e| failed(format!("failed to load the sub-tasks of `{task}`: {e}")))?;
+        let mut grants = parent.grants.intersect(&requests);
         // Limits and directories are the operator's, not the task's to ask.
         grants.limits = parent.grants.limits.clone();
         grants.read_dirs = parent.grants.read_dirs.clone();
@@ -73,6 +135,23 @@ impl PluginState {
     fn sub_job(&self, r: &Resource<SubJobHandle>) -> wasmtime::Result<Arc<Job>> {
         Ok(self.table_ref().get(r)?.job.clone())
     }
+
+    /// The sub-job behind a handle, if it was started (waiting for one
+    /// that was not would never end).
+    fn started_sub_job(
+        &self,
+        r: &Resource<SubJobHandle>,
+    ) -> wasmtime::Result<Result<Arc<Job>, HostError>> {
+        let h = self.table_ref().get(r)?;
+        Ok(if h.started {
+            Ok(h.job.clone())
+        } else {
+            Err(invalid(format!(
+                "sub-job {} has not been started",
+                h.job.id
+            )))
+        })
+    }
 }
 
 impl Host for PluginState {
@@ -93,20 +172,30 @@ impl Host for PluginState {
         }
     }
 
+    async fn set_max_running(&mut self, n: u32) -> HostResult<()> {
+        let job = match self.bound() {
+            Ok(b) => b.job.clone(),
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(job
+            .steps
+            .set_cap(n, job.grants.limits.sub_jobs)
+            .map_err(|e| match e {
+                crate::job::pipeline::CapError::AboveLimit { .. } => limit(e.to_string()),
+                _ => invalid(e.to_string()),
+            }))
+    }
+
     async fn wait_any(&mut self, jobs: Vec<Resource<SubJobHandle>>) -> HostResult<u32> {
         if jobs.is_empty() {
             return Ok(Err(invalid("wait-any needs at least one sub-job")));
         }
         let mut list = Vec::with_capacity(jobs.len());
         for r in &jobs {
-            let h = self.table_ref().get(r)?;
-            if !h.started {
-                return Ok(Err(invalid(format!(
-                    "sub-job {} has not been started",
-                    h.job.id
-                ))));
+            match self.started_sub_job(r)? {
+                Ok(job) => list.push(job),
+                Err(e) => return Ok(Err(e)),
             }
-            list.push(h.job.clone());
         }
         if let Some(i) = list.iter().position(|j| j.result().is_some()) {
             return Ok(Ok(i as u32));
@@ -200,11 +289,64 @@ impl HostSubJob for PluginState {
             .map_err(container_error))
     }
 
-    async fn start(&mut self, r: Resource<SubJobHandle>) -> HostResult<()> {
-        let host = match self.bound() {
-            Ok(b) => b.host.clone(),
+    async fn set_failure_policy(
+        &mut self,
+        r: Resource<SubJobHandle>,
+        policy: WitPolicy,
+    ) -> HostResult<()> {
+        let job = self.sub_job(&r)?;
+        let policy = policy_from_wit(policy);
+        Ok((|| {
+            if job.state() != JobState::Pending {
+                return Err(invalid(format!("sub-job {} has already started", job.id)));
+            }
+            if let FailurePolicy::Retry { retries, .. } = policy {
+                if !job.task.retryable {
+                    return Err(invalid(format!(
+                        "sub-job {} ({}) cannot be retried: the task does not describe itself as retryable",
+                        job.id, job.task.name
+                    )));
+                }
+                if retries > MAX_RETRIES {
+                    return Err(limit(format!(
+                        "a step may be retried at most {MAX_RETRIES} times, not {retries}"
+                    )));
+                }
+            }
+            *crate::engine::lock(&job.policy) = policy;
+            Ok(())
+        })())
+    }
+
+    async fn next_signal(&mut self, r: Resource<SubJobHandle>) -> HostResult<WitSignal> {
+        let job = match self.started_sub_job(&r)? {
+            Ok(job) => job,
             Err(e) => return Ok(Err(e)),
         };
+        let token = self.cancel_token();
+        tokio::select! {
+            s = job.signals.next() => Ok(match s {
+                Some(s) => Ok(signal_to_wit(s)),
+                None => Err(not_found(format!(
+                    "sub-job {} has no more signals: its `finished` was delivered",
+                    job.id
+                ))),
+            }),
+            _ = until_cancelled(&token) => Ok(Err(cancelled())),
+        }
+    }
+
+    async fn start(&mut self, r: Resource<SubJobHandle>) -> HostResult<()> {
+        let (host, parent) = match self.bound() {
+            Ok(b) => (b.host.clone(), b.job.clone()),
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Some(step) = parent.steps.failing_step() {
+            return Ok(Err(failed(format!(
+                "no more steps start: the pipeline is failing because {}",
+                step.describe()
+            ))));
+        }
         let h = self.table().get_mut(&r)?;
         if h.started {
             return Ok(Err(invalid(format!(
@@ -233,17 +375,13 @@ impl HostSubJob for PluginState {
     }
 
     async fn wait(&mut self, r: Resource<SubJobHandle>) -> HostResult<WitJobResult> {
-        let h = self.table_ref().get(&r)?;
-        if !h.started {
-            return Ok(Err(invalid(format!(
-                "sub-job {} has not been started",
-                h.job.id
-            ))));
-        }
-        let job = h.job.clone();
+        let job = match self.started_sub_job(&r)? {
+            Ok(job) => job,
+            Err(e) => return Ok(Err(e)),
+        };
         let token = self.cancel_token();
         tokio::select! {
-            res = job.wait() => Ok(Ok(WitJobResult { status: res.status.into(), reason: res.reason })),
+            res = job.wait() => Ok(Ok(result_to_wit(res, &job))),
             _ = until_cancelled(&token) => Ok(Err(cancelled())),
         }
     }

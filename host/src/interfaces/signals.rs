@@ -5,14 +5,17 @@
 use crate::bindings::signals::{Host, Progress};
 use crate::bindings::types::HostError;
 use crate::events::EventKind;
-use crate::interfaces::{PluginState, check_len, invalid};
+use crate::interfaces::{PluginState, check_len, invalid, limit};
+use crate::job::{Job, JobSignal};
 
 /// Names the host reserves for its own signals.
 const RESERVED: &[&str] = &["finished", "state", "progress", "log"];
 
 impl Host for PluginState {
-    async fn emit_progress(&mut self, p: Progress) -> wasmtime::Result<()> {
-        let Ok(b) = self.bound() else { return Ok(()) };
+    async fn emit_progress(&mut self, p: Progress) -> wasmtime::Result<Result<(), HostError>> {
+        let Ok(b) = self.bound() else {
+            return Ok(Ok(()));
+        };
         // Oversized text is cut rather than refused: progress is best effort.
         let mut message = p.message;
         message.truncate(floor_char_boundary(&message, 4096));
@@ -22,6 +25,16 @@ impl Host for PluginState {
             .fraction
             .filter(|f| f.is_finite())
             .map(|f| f.clamp(0.0, 1.0));
+        if let Err(e) = queue(
+            &b.job,
+            JobSignal::Progress {
+                fraction,
+                phase: phase.clone(),
+                message: message.clone(),
+            },
+        ) {
+            return Ok(Err(e));
+        }
         b.host.publish(
             &b.job,
             EventKind::Progress {
@@ -30,7 +43,7 @@ impl Host for PluginState {
                 message,
             },
         );
-        Ok(())
+        Ok(Ok(()))
     }
 
     async fn emit(
@@ -48,10 +61,33 @@ impl Host for PluginState {
             }
             let payload: serde_json::Value = serde_json::from_str(&payload_json)
                 .map_err(|e| invalid(format!("signal `{name}`: payload is not JSON: {e}")))?;
+            queue(
+                &b.job,
+                JobSignal::Custom {
+                    name: name.clone(),
+                    payload_json,
+                },
+            )?;
             b.host.publish(&b.job, EventKind::Signal { name, payload });
             Ok(())
         })())
     }
+}
+
+/// Queue a signal for the job's pipeline, which reads each exactly once;
+/// a top-level job has no reader and queues nothing.
+fn queue(job: &Job, signal: JobSignal) -> Result<(), HostError> {
+    if job.parent().is_none() {
+        return Ok(());
+    }
+    job.signals
+        .push(signal, job.grants.limits.signals)
+        .map_err(|full| {
+            limit(format!(
+                "job {} has {} signals its pipeline has not read yet (limits.signals)",
+                job.id, full.limit
+            ))
+        })
 }
 
 fn floor_char_boundary(s: &str, max: usize) -> usize {

@@ -5,14 +5,21 @@
 mod audit;
 mod dir;
 mod guest_output;
+pub(crate) mod pipeline;
+pub mod record;
+pub mod resume;
 mod runner;
+pub(crate) mod signal_queue;
 mod subjob;
 
 pub use audit::{Audit, AuditEvent};
 pub use dir::{JobDirError, allocate_top_level};
 pub(crate) use dir::{create_numbered, write_file as write_job_file};
 pub use guest_output::GuestOutput;
+pub use pipeline::{FailurePolicy, StepFailure};
+pub use record::JobRecord;
 pub(crate) use runner::start_job;
+pub use signal_queue::JobSignal;
 pub use subjob::SubJobHandle;
 
 use crate::catalog::TaskInfo;
@@ -24,7 +31,7 @@ use kiln_container::Container;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Instant, SystemTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -181,6 +188,20 @@ pub struct Job {
     /// with the job.
     pub(crate) spawners:
         Mutex<std::collections::HashMap<kiln_confine::Policy, Arc<kiln_confine::Spawner>>>,
+    /// The pipeline this job is a step of.
+    parent: Option<Weak<Job>>,
+    /// What this job's failure does to its pipeline.
+    pub(crate) policy: Mutex<FailurePolicy>,
+    /// This job's own steps, when it is a pipeline.
+    pub(crate) steps: pipeline::PipelineSteps,
+    /// Signals on their way to the pipeline (sub-jobs only).
+    pub(crate) signals: signal_queue::SignalQueue,
+    /// See [`resume`]; set when the job starts.
+    pub(crate) fingerprint: Mutex<Option<String>>,
+    /// The job whose results this one took over instead of running.
+    pub(crate) reused_from: Mutex<Option<String>>,
+    /// Attempts made so far (retries count).
+    pub(crate) attempts: AtomicU32,
 }
 
 /// When a job was made, started and ended.
@@ -199,7 +220,7 @@ impl Job {
         grants: Grants,
         container: Container,
         cancel: CancellationToken,
-        pipeline: Option<&Job>,
+        pipeline: Option<&Arc<Job>>,
     ) -> Arc<Job> {
         let pipeline_dir = pipeline.map(|p| p.pipeline_dir());
         let pipeline_dir = pipeline_dir.as_deref();
@@ -215,7 +236,6 @@ impl Job {
         Arc::new(Job {
             id,
             task,
-            grants,
             container: Mutex::new(container),
             cancel,
             state: Mutex::new(JobState::Pending),
@@ -238,8 +258,47 @@ impl Job {
             programs_queued: Default::default(),
             spawners: Mutex::new(Default::default()),
             cgroup: Mutex::new(None),
+            parent: pipeline.map(Arc::downgrade),
+            policy: Mutex::new(FailurePolicy::default()),
+            steps: pipeline::PipelineSteps::new(grants.limits.sub_jobs),
+            signals: Default::default(),
+            fingerprint: Mutex::new(None),
+            reused_from: Mutex::new(None),
+            attempts: AtomicU32::new(0),
+            grants,
             dir,
         })
+    }
+
+    /// The pipeline this job is a step of, while it exists.
+    pub fn parent(&self) -> Option<Arc<Job>> {
+        self.parent.as_ref().and_then(Weak::upgrade)
+    }
+
+    pub fn failure_policy(&self) -> FailurePolicy {
+        *lock(&self.policy)
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::SeqCst)
+    }
+
+    pub fn reused_from(&self) -> Option<String> {
+        lock(&self.reused_from).clone()
+    }
+
+    pub fn fingerprint(&self) -> Option<String> {
+        lock(&self.fingerprint).clone()
+    }
+
+    /// Forget what the last attempt made (sub-jobs, programs) so that the
+    /// next starts as the first did; their directories were archived.
+    pub(crate) fn reset_for_attempt(&self) {
+        lock(&self.children).clear();
+        self.steps.clear_failures();
+        lock(&self.processes).clear();
+        self.next_child.store(1, Ordering::SeqCst);
+        self.next_process.store(1, Ordering::SeqCst);
     }
 
     pub fn state(&self) -> JobState {

@@ -2,7 +2,10 @@
 //! job, call `run` under the job's limits, then settle everything the job
 //! left (programs, sub-jobs), write its files and record exactly one end.
 
-use super::{Job, JobResult, JobState, write_job_file};
+use super::{
+    FinishStatus, Job, JobRecord, JobResult, JobSignal, JobState, pipeline, record, resume,
+    write_job_file,
+};
 use crate::engine::lock;
 use crate::host::HostShared;
 use crate::interfaces::{Bound, PluginState, trap_reason};
@@ -27,15 +30,133 @@ pub(crate) fn start_job(host: Arc<HostShared>, job: Arc<Job>) {
 }
 
 async fn run(host: Arc<HostShared>, job: Arc<Job>) {
-    lock(&job.times).started = Some((SystemTime::now(), Instant::now()));
-    job.set_state(JobState::Running);
-    host.publish_state(&job);
-    let input = lock(&job.container).to_params_xml(&params_header(&job));
-    let result = match write_job_file(&job.dir, "input_params.xml", input.as_bytes()) {
-        Ok(()) => execute_with_limits(&host, &job).await,
-        Err(e) => JobResult::failed(format!("failed to write input_params.xml: {e}")),
+    let fingerprint = {
+        let container = lock(&job.container).clone();
+        let (task, dir) = (job.task.clone(), job.dir.clone());
+        tokio::task::spawn_blocking(move || {
+            resume::fingerprint(&task.name, &task.version, &container, &dir)
+        })
+        .await
+        .ok()
     };
-    settle(&host, &job, result).await;
+    *lock(&job.fingerprint) = fingerprint.clone();
+    if let (Some(fp), Some(_), Some(index)) = (&fingerprint, job.parent(), &host.finished)
+        && let Some((dir, record)) = index.find(fp, &job.dir)
+    {
+        match reuse(&job, &dir, &record) {
+            Ok(()) => return finish(&host, &job, JobResult::succeeded()).await,
+            // The old job could not be taken over: run this one.
+            Err(e) => host.publish(
+                &job,
+                crate::events::EventKind::Log {
+                    level: "warn".into(),
+                    message: format!("not reusing job {}: {e}", record.id),
+                },
+            ),
+        }
+    }
+    // A step waits for a slot under its pipeline's cap.
+    let _slot = match job.parent() {
+        Some(parent) => {
+            let slots = parent.steps.slots_for_start();
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    job.set_state(JobState::Queued);
+                    host.publish_state(&job);
+                    tokio::select! {
+                        p = slots.acquire_owned() => p.ok(),
+                        _ = job.cancel.cancelled() => {
+                            return finish(&host, &job, JobResult::interrupted("cancelled while queued")).await;
+                        }
+                    }
+                }
+            }
+        }
+        None => None,
+    };
+    lock(&job.times).started = Some((SystemTime::now(), Instant::now()));
+    let policy = job.failure_policy();
+    let first_container = lock(&job.container).clone();
+    let mut attempt = 1;
+    let result = loop {
+        job.attempts
+            .store(attempt, std::sync::atomic::Ordering::SeqCst);
+        job.set_state(JobState::Running);
+        host.publish_state(&job);
+        let _ = record::write(&job, None);
+        let input = lock(&job.container).to_params_xml(&params_header(&job));
+        let result = match write_job_file(&job.dir, "input_params.xml", input.as_bytes()) {
+            Ok(()) => execute_with_limits(&host, &job).await,
+            Err(e) => JobResult::failed(format!("failed to write input_params.xml: {e}")),
+        };
+        settle_attempt(&host, &job).await;
+        let result = pipeline::pipeline_outcome(&job, result);
+        let retry = result.status == FinishStatus::Failed
+            && attempt < policy.max_attempts()
+            && !job.cancel.is_cancelled();
+        if !retry {
+            break result;
+        }
+        host.publish(
+            &job,
+            crate::events::EventKind::Log {
+                level: "warn".into(),
+                message: format!(
+                    "attempt {attempt} failed ({}); retrying in {} ms",
+                    result.reason.as_deref().unwrap_or("no reason given"),
+                    policy.backoff(attempt).as_millis()
+                ),
+            },
+        );
+        let result = write_end_files(&job, result);
+        if let Err(e) = archive_attempt(&job.dir, attempt) {
+            break JobResult::failed(format!(
+                "{}; and failed to keep attempt {attempt}'s files for a retry: {e}",
+                result.reason.as_deref().unwrap_or("failed")
+            ));
+        }
+        job.reset_for_attempt();
+        *lock(&job.container) = first_container.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(policy.backoff(attempt)) => {}
+            _ = job.cancel.cancelled() => break JobResult::interrupted("cancelled between attempts"),
+        }
+        attempt += 1;
+    };
+    finish(&host, &job, result).await;
+}
+
+/// Take over a finished job with the same fingerprint.
+fn reuse(job: &Job, old_dir: &std::path::Path, record: &JobRecord) -> Result<(), String> {
+    resume::clone_tree(old_dir, &job.dir)
+        .map_err(|e| format!("failed to clone {}: {e}", old_dir.display()))?;
+    let mut container = lock(&job.container).clone();
+    resume::take_outputs(&mut container, old_dir, &job.dir)?;
+    *lock(&job.container) = container;
+    *lock(&job.reused_from) = Some(record.id.clone());
+    let now = (SystemTime::now(), Instant::now());
+    let mut times = lock(&job.times);
+    times.started = Some(now);
+    Ok(())
+}
+
+/// Move what an attempt left in the job directory into `attempt_N/`, so a
+/// retry starts clean and nothing of the failed attempt is lost. The job's
+/// record and audit trail stay: they cover every attempt.
+fn archive_attempt(dir: &std::path::Path, attempt: u32) -> std::io::Result<()> {
+    let keep = format!("attempt_{attempt}");
+    let to = dir.join(&keep);
+    std::fs::create_dir(&to)?;
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let text = name.to_string_lossy();
+        if text.starts_with("attempt_") || text == record::RECORD_FILE || text == "audit.jsonl" {
+            continue;
+        }
+        std::fs::rename(dir.join(&name), to.join(&name))?;
+    }
+    Ok(())
 }
 
 async fn execute_with_limits(host: &Arc<HostShared>, job: &Arc<Job>) -> JobResult {
@@ -96,8 +217,9 @@ async fn execute(host: Arc<HostShared>, job: Arc<Job>) -> JobResult {
     }
 }
 
-/// Stop what the job left running, write its files, record its end once.
-async fn settle(host: &Arc<HostShared>, job: &Arc<Job>, mut result: JobResult) {
+/// Stop what an attempt of the job left running: axes, programs and
+/// whatever they forked, sub-jobs.
+async fn settle_attempt(host: &Arc<HostShared>, job: &Arc<Job>) {
     // A job leaves no axis moving.
     for motion in lock(&job.motions).drain(..) {
         motion.stop();
@@ -132,23 +254,33 @@ async fn settle(host: &Arc<HostShared>, job: &Arc<Job>, mut result: JobResult) {
         child.cancel();
         child.wait().await;
     }
+}
+
+/// Write the job's files and record its end once.
+async fn finish(host: &Arc<HostShared>, job: &Arc<Job>, result: JobResult) {
+    let result = write_end_files(job, result);
+    record_end(host, job, result);
+}
+
+/// params.xml, and diagnostic.xml unless the job (or attempt) succeeded.
+fn write_end_files(job: &Job, mut result: JobResult) -> JobResult {
     let params = lock(&job.container).to_params_xml(&params_header(job));
     if let Err(e) = write_job_file(&job.dir, "params.xml", params.as_bytes()) {
-        if result.status == super::FinishStatus::Succeeded {
+        if result.status == FinishStatus::Succeeded {
             result = JobResult::failed(format!("failed to write params.xml: {e}"));
         }
     }
-    if result.status != super::FinishStatus::Succeeded {
+    if result.status != FinishStatus::Succeeded {
         let _ = write_job_file(
             &job.dir,
             "diagnostic.xml",
             diagnostic_xml(job, &result).as_bytes(),
         );
     }
-    record_end(host, job, result);
+    result
 }
 
-fn settle_never_started(host: &Arc<HostShared>, job: &Arc<Job>) {
+pub(crate) fn settle_never_started(host: &Arc<HostShared>, job: &Arc<Job>) {
     record_end(
         host,
         job,
@@ -156,15 +288,40 @@ fn settle_never_started(host: &Arc<HostShared>, job: &Arc<Job>) {
     );
 }
 
-/// Record the end once: state, then the `finished` signal, then wake the
-/// waiters, so whoever waited sees the signal already published.
+/// Record the end once: the job record, state, the pipeline's policy, then
+/// the `finished` signal, then wake the waiters, so whoever waited sees the
+/// signal already published.
 fn record_end(host: &Arc<HostShared>, job: &Arc<Job>, result: JobResult) {
     if !job.claim_end() {
         return;
     }
     lock(&job.times).ended = Some((SystemTime::now(), Instant::now()));
     job.set_state(result.status.state());
+    // The record says succeeded before the index names the job, so a
+    // host killed in between leaves nothing pointing at an unfinished job.
+    let recorded = record::write(job, Some(&result));
+    if let (Ok(()), FinishStatus::Succeeded, Some(fp), Some(index)) =
+        (&recorded, result.status, job.fingerprint(), &host.finished)
+    {
+        if let Err(e) = index.add(&fp, &job.dir) {
+            eprintln!(
+                "kiln: failed to add job {} to the index of finished jobs: {e}",
+                job.id
+            );
+        }
+    }
+    if let Err(e) = recorded {
+        eprintln!("kiln: failed to write the record of job {}: {e}", job.id);
+    }
+    if let Some(parent) = job.parent() {
+        pipeline::step_ended(&parent, job, &result);
+    }
     host.publish_state(job);
+    job.signals.close(JobSignal::Finished {
+        result: result.clone(),
+        attempts: job.attempts(),
+        reused_from: job.reused_from(),
+    });
     host.publish_finished(job, result.status, result.reason.clone());
     job.finish(result);
 }
@@ -193,19 +350,43 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A CCP4i2-style error report for a job that did not succeed.
+/// A CCP4i2-style error report for a job that did not succeed: its own
+/// error first, then one for each of its steps that did not succeed.
 fn diagnostic_xml(job: &Job, result: &JobResult) -> String {
-    format!(
-        "<?xml version='1.0' encoding='utf-8'?>\n<ccp4i2>\n  <ccp4i2_header>\n    <function>DIAGNOSTIC</function>\n    <pluginName>{}</pluginName>\n    <jobId>{}</jobId>\n  </ccp4i2_header>\n  <ccp4i2_body>\n    <errorReportList>\n      <errorReport>\n        <className>{}</className>\n        <code>{}</code>\n        <description>{}</description>\n        <severity>{}</severity>\n      </errorReport>\n    </errorReportList>\n  </ccp4i2_body>\n</ccp4i2>\n",
-        xml_escape(&job.task.name),
-        xml_escape(&job.id),
-        xml_escape(&job.task.name),
-        result.status.code(),
-        xml_escape(result.reason.as_deref().unwrap_or("")),
-        if result.status == super::FinishStatus::Unsatisfactory {
+    let severity = |status| {
+        if status == FinishStatus::Unsatisfactory {
             2
         } else {
             4
-        },
+        }
+    };
+    let report = |class: &str, job_id: &str, code: i32, text: &str, severity: i32| {
+        format!(
+            "      <errorReport>\n        <className>{}</className>\n        <jobId>{}</jobId>\n        <code>{code}</code>\n        <description>{}</description>\n        <severity>{severity}</severity>\n      </errorReport>\n",
+            xml_escape(class),
+            xml_escape(job_id),
+            xml_escape(text),
+        )
+    };
+    let mut reports = report(
+        &job.task.name,
+        &job.id,
+        result.status.code(),
+        result.reason.as_deref().unwrap_or(""),
+        severity(result.status),
+    );
+    for step in job.steps.failures() {
+        reports.push_str(&report(
+            &step.task,
+            &step.job_id,
+            step.status.code(),
+            step.reason.as_deref().unwrap_or(""),
+            severity(step.status),
+        ));
+    }
+    format!(
+        "<?xml version='1.0' encoding='utf-8'?>\n<ccp4i2>\n  <ccp4i2_header>\n    <function>DIAGNOSTIC</function>\n    <pluginName>{}</pluginName>\n    <jobId>{}</jobId>\n  </ccp4i2_header>\n  <ccp4i2_body>\n    <errorReportList>\n{reports}    </errorReportList>\n  </ccp4i2_body>\n</ccp4i2>\n",
+        xml_escape(&job.task.name),
+        xml_escape(&job.id),
     )
 }

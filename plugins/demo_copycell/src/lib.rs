@@ -21,12 +21,12 @@ impl Task for DemoCopycell {
     }
 
     fn run(job: &Job) -> Result<(), TaskError> {
-        job.progress(Some(0.0), "mtzdump", "reading the cell of HKLIN");
+        job.progress(Some(0.0), "mtzdump", "reading the cell of HKLIN")?;
         let mtzdump = job.sub_job("mtzdump")?;
         mtzdump.copy_from_parent("inputData.HKLIN", "inputData.HKLIN")?;
         mtzdump.run().map_err(|e| e.context("step 1"))?;
 
-        job.progress(Some(0.5), "pdbset", "writing the cell into XYZIN");
+        job.progress(Some(0.5), "pdbset", "writing the cell into XYZIN")?;
         let pdbset = job.sub_job("pdbset")?;
         pdbset.copy_from_parent("inputData.XYZIN", "inputData.XYZIN")?;
         pdbset.copy_from("inputData.CELL", &mtzdump, "outputData.CELL")?;
@@ -37,7 +37,7 @@ impl Task for DemoCopycell {
 
         pdbset.copy_to_parent("outputData.XYZOUT", "outputData.XYZOUT")?;
         mtzdump.copy_to_parent("outputData.CELL", "outputData.CELL")?;
-        job.progress(Some(1.0), "done", "cell copied");
+        job.progress(Some(1.0), "done", "cell copied")?;
         Ok(())
     }
 }

@@ -27,7 +27,7 @@ impl Task for Mtzdump {
         let lookup = job.lookup();
         let args = expand_words(COMLINE_TEMPLATE, &lookup)?;
         let script = expand(COM_TEMPLATE, &lookup)?;
-        job.progress(Some(0.1), "mtzdump", "reading the MTZ header");
+        job.progress(Some(0.1), "mtzdump", "reading the MTZ header")?;
         let finished = job.program("mtzdump").args(args).stdin(script).run()?;
         finished.check()?;
         let cell = cell_from_log(&finished.stdout_text())?;

@@ -29,7 +29,7 @@ impl Task for Pdbset {
         let lookup = job.lookup();
         let args = expand_words(COMLINE_TEMPLATE, &lookup)?;
         let script = expand(COM_TEMPLATE, &lookup)?;
-        job.progress(Some(0.1), "pdbset", "writing the cell");
+        job.progress(Some(0.1), "pdbset", "writing the cell")?;
         job.program("pdbset")
             .args(args)
             .stdin(script)

@@ -38,7 +38,7 @@ pub fn outside_file() -> PathBuf {
     PathBuf::from(format!("/tmp/kiln-outside-{}", std::process::id()))
 }
 
-/// `fake`, `mtzdump`, `pdbset` from kiln-fake; `missing` (no such file) and
+/// `fake`, `mtzdump`, `pdbset`, `refmac5` (a stand-in) from kiln-fake; `missing` (no such file) and
 /// `not-executable` (a file without the x bit); `sneaky-read` (cat
 /// /etc/passwd) and `sneaky-write` (write a file in /tmp), whose fixed
 /// arguments only confinement can stop.
@@ -49,6 +49,7 @@ pub fn fake_registry(scratch: &Path) -> Registry {
     r.insert("fake", entry(fake, &[])).unwrap();
     r.insert("mtzdump", entry(fake, &["mtzdump"])).unwrap();
     r.insert("pdbset", entry(fake, &["pdbset"])).unwrap();
+    r.insert("refmac5", entry(fake, &["refmac5"])).unwrap();
     r.insert(
         "missing",
         entry(Path::new("/nonexistent/kiln-missing-program"), &[]),
@@ -142,6 +143,30 @@ impl TestHost {
     pub async fn probe(&self, mode: &str, grants: Option<Grants>) -> JobReport {
         self.run("probe", &[("MODE", mode)], grants).await
     }
+}
+
+/// The job record (`job.json`) in a job directory.
+pub fn record(dir: &Path) -> kiln_host::job::JobRecord {
+    kiln_host::job::JobRecord::read(dir)
+        .unwrap_or_else(|| panic!("no readable job.json in {}", dir.display()))
+}
+
+/// The most jobs whose [started, ended] spans overlap at one moment.
+pub fn most_at_once(records: &[kiln_host::job::JobRecord]) -> usize {
+    let mut edges: Vec<(f64, i32)> = Vec::new();
+    for r in records {
+        let (s, e) = (r.started.expect("started"), r.ended.expect("ended"));
+        edges.push((s, 1));
+        edges.push((e, -1));
+    }
+    // An end and a start at the same instant do not overlap.
+    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
 }
 
 /// outputData.RESULT of a probe run.

@@ -31,9 +31,32 @@
 //!   running at once (wait-any), and fail unless every run exited 0.
 //! - `forged-handle N`: use sub-job handle N, which this instance was never
 //!   given (another job's, or none at all).
+//! - `fail MESSAGE...`: end failed with MESSAGE.
+//! - `unsatisfactory`: end unsatisfactory.
+//! - `flaky N`: fail unless at least N earlier attempts were archived in the
+//!   job directory (`attempt_K`), i.e. succeed on attempt N+1.
+//! - `step POLICY MODE...`: run one `probe` sub-job in MODE under POLICY
+//!   (`fail`, `continue`, `unsatisfactory` or `retry:N:MS`), report
+//!   `<status> <attempts>` and return successfully (the host applies the
+//!   policy to this pipeline's outcome).
+//! - `fail-fast`: start a slow step (`continue`) and a failing one (default
+//!   policy), then report how the slow one ended and why a third could not
+//!   start.
+//! - `signals N`: emit N progress signals, then the custom signal `hello`.
+//! - `read-signals N`: run a `signals N` sub-job and report every signal it
+//!   delivered, in order, then what a read after `finished` returns.
+//! - `wait-signal NAME`: run a `signals 3` sub-job and report the payload
+//!   of signal NAME (`none` if it finished without it).
+//! - `cap K N SECS`: allow K sub-jobs at once, run N sub-jobs of
+//!   `outcome fake sleep SECS`.
+//! - `set-cap N`: ask for a cap of N on running sub-jobs, report the error.
+//! - `retry-task TASK`: ask to retry a sub-job of TASK, report the error.
 
 use kiln_sdk::bindings::kiln::plugin::axes;
-use kiln_sdk::{Description, Job, Outcome, Task, TaskError, wait_any_process};
+use kiln_sdk::{
+    Description, FailurePolicy, Job, Outcome, RetryPolicy, Signal, SubJob, Task, TaskError,
+    wait_any_process,
+};
 use std::time::Duration;
 
 const DEF_XML: &str = include_str!("../probe.def.xml");
@@ -51,10 +74,11 @@ impl Task for Probe {
                 "sneaky-read",
                 "sneaky-write",
             ])
-            .tasks(["probe"])
+            .tasks(["probe", "mtzdump"])
             .axes(["x", "phi"])
             .env(["CCP4_SCR"])
             .network()
+            .retryable()
     }
 
     fn run(job: &Job) -> Result<(), TaskError> {
@@ -130,11 +154,141 @@ impl Task for Probe {
                     unsafe { kiln_sdk::bindings::kiln::plugin::jobs::SubJob::from_handle(n) };
                 forged.id()
             }
+            ["fail", message @ ..] => return Err(TaskError::failed(message.join(" "))),
+            ["unsatisfactory"] => return Err(TaskError::unsatisfactory("not good enough")),
+            ["flaky", n] => {
+                let n: usize = n.parse().map_err(|_| TaskError::failed("bad count"))?;
+                let earlier = std::fs::read_dir("/job")
+                    .map_err(|e| TaskError::failed(format!("read /job: {e}")))?
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("attempt_"))
+                    .count();
+                if earlier < n {
+                    return Err(TaskError::failed(format!("flaky: attempt {}", earlier + 1)));
+                }
+                format!("succeeded on attempt {}", earlier + 1)
+            }
+            ["step", policy, rest @ ..] => {
+                let step = sub_probe(job, &rest.join(" "))?;
+                step.on_failure(parse_policy(policy)?)?;
+                step.start()?;
+                let r = step.wait()?;
+                format!("{} {}", status_name(r.status), r.attempts)
+            }
+            ["fail-fast"] => {
+                let slow = sub_probe(job, "outcome fake sleep 30")?;
+                slow.on_failure(FailurePolicy::Continue)?;
+                slow.start()?;
+                let failing = sub_probe(job, "fail boom")?;
+                failing.start()?;
+                failing.wait()?;
+                let slow_end = slow.wait()?;
+                let third = sub_probe(job, "ok")?;
+                let refused = match third.start() {
+                    Ok(()) => "started".to_string(),
+                    Err(e) => e.reason,
+                };
+                format!("slow {}; third: {refused}", status_name(slow_end.status))
+            }
+            ["signals", n] => {
+                let n: u32 = n.parse().map_err(|_| TaskError::failed("bad count"))?;
+                for i in 0..n {
+                    job.progress(Some(i as f32 / n as f32), "p", &i.to_string())?;
+                }
+                job.signal("hello", &format!("{{\"n\": {n}}}"))?;
+                "sent".to_string()
+            }
+            ["read-signals", n] => {
+                let step = sub_probe(job, &format!("signals {n}"))?;
+                step.start()?;
+                let mut seen = Vec::new();
+                loop {
+                    match step.next_signal()? {
+                        Signal::Progress(p) => seen.push(format!("P{}", p.message)),
+                        Signal::Custom(c) => seen.push(format!("C:{}:{}", c.name, c.payload_json)),
+                        Signal::Finished(r) => {
+                            seen.push(format!("F:{}", status_name(r.status)));
+                            break;
+                        }
+                    }
+                }
+                let after = match step.next_signal() {
+                    Ok(_) => "another signal".to_string(),
+                    Err(e) => e.reason,
+                };
+                format!("{} | then: {after}", seen.join(" "))
+            }
+            ["wait-signal", name] => {
+                let step = sub_probe(job, "signals 3")?;
+                step.start()?;
+                step.wait_signal(name)?
+                    .unwrap_or_else(|| "none".to_string())
+            }
+            ["cap", k, n, secs] => {
+                let k: u32 = k.parse().map_err(|_| TaskError::failed("bad cap"))?;
+                let n: usize = n.parse().map_err(|_| TaskError::failed("bad count"))?;
+                job.max_running_sub_jobs(k)?;
+                let mut steps = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let step = sub_probe(job, &format!("outcome fake sleep {secs}"))?;
+                    step.start()?;
+                    steps.push(step);
+                }
+                for step in &steps {
+                    step.wait()?;
+                }
+                "ok".to_string()
+            }
+            ["set-cap", n] => {
+                let n: u32 = n.parse().map_err(|_| TaskError::failed("bad cap"))?;
+                match job.max_running_sub_jobs(n) {
+                    Ok(()) => "accepted".to_string(),
+                    Err(e) => e.reason,
+                }
+            }
+            ["retry-task", task] => {
+                let step = job.sub_job(task)?;
+                match step.on_failure(FailurePolicy::Retry(RetryPolicy {
+                    retries: 1,
+                    backoff_ms: 1,
+                })) {
+                    Ok(()) => "accepted".to_string(),
+                    Err(e) => e.reason,
+                }
+            }
             _ => return Err(TaskError::failed(format!("unknown probe mode `{mode}`"))),
         };
         job.set("outputData.RESULT", result)?;
         Ok(())
     }
+}
+
+fn status_name(s: kiln_sdk::FinishStatus) -> &'static str {
+    match s {
+        kiln_sdk::FinishStatus::Succeeded => "Succeeded",
+        kiln_sdk::FinishStatus::Failed => "Failed",
+        kiln_sdk::FinishStatus::Interrupted => "Interrupted",
+        kiln_sdk::FinishStatus::Unsatisfactory => "Unsatisfactory",
+    }
+}
+
+fn sub_probe(job: &Job, mode: &str) -> Result<SubJob, TaskError> {
+    let step = job.sub_job("probe")?;
+    step.set("controlParameters.MODE", mode)?;
+    Ok(step)
+}
+
+fn parse_policy(text: &str) -> Result<FailurePolicy, TaskError> {
+    Ok(match text.split(':').collect::<Vec<_>>().as_slice() {
+        ["fail"] => FailurePolicy::FailPipeline,
+        ["continue"] => FailurePolicy::Continue,
+        ["unsatisfactory"] => FailurePolicy::MarkUnsatisfactory,
+        ["retry", n, ms] => FailurePolicy::Retry(RetryPolicy {
+            retries: n.parse().map_err(|_| TaskError::failed("bad retries"))?,
+            backoff_ms: ms.parse().map_err(|_| TaskError::failed("bad backoff"))?,
+        }),
+        _ => return Err(TaskError::failed(format!("unknown policy `{text}`"))),
+    })
 }
 
 fn spin() -> String {
