@@ -78,6 +78,9 @@ pub(crate) struct HostShared {
     pub jobs_dir: PathBuf,
     /// Succeeded jobs by fingerprint; `None` when resuming is off.
     pub finished: Option<crate::job::resume::FinishedIndex>,
+    /// The job directories this host started, for the next host to
+    /// reconcile should this one die.
+    pub started_jobs: crate::job::reconcile::StartedJobs,
     /// Cancelling this cancels every job.
     pub shutdown: CancellationToken,
 }
@@ -220,6 +223,12 @@ impl Host {
         crate::process::close_inherited_fds_on_exec();
         let engine = PluginEngine::new(config.cache_dir)?;
         let catalog = Catalog::new(engine.clone());
+        for dir in crate::job::reconcile::reconcile(&config.jobs_dir) {
+            eprintln!(
+                "kiln: job in {} was running when its host died; it is now marked interrupted",
+                dir.display()
+            );
+        }
         for (name, bytes) in crate::standard::STANDARD_TASKS {
             catalog.add_embedded(name, bytes);
         }
@@ -238,6 +247,7 @@ impl Host {
                 finished: config
                     .resume
                     .then(|| crate::job::resume::FinishedIndex::new(&config.jobs_dir)),
+                started_jobs: crate::job::reconcile::StartedJobs::new(&config.jobs_dir),
                 jobs_dir: config.jobs_dir,
                 shutdown: CancellationToken::new(),
             }),

@@ -442,6 +442,22 @@ fn on_a_terminal_the_tree_is_the_default() {
     );
 }
 
+/// Live processes whose working directory is below `dir`.
+fn programs_in(dir: &Path) -> Vec<u32> {
+    let dir = dir.canonicalize().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"));
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat.rsplit_once(") Z").is_some();
+            !zombie && cwd.is_ok_and(|c| c.starts_with(&dir))
+        })
+        .collect()
+}
+
 /// The job records of the refinement steps of pipeline job `n`: (job id,
 /// status, reused from).
 fn step_records(jobs: &Path, n: u32) -> Vec<(String, Option<String>, Option<String>)> {
@@ -492,7 +508,8 @@ fn a_killed_run_resumes_rerunning_only_the_unfinished_steps() {
             .iter()
             .filter(|(_, status, _)| status.as_deref() == Some("succeeded"))
             .count();
-        if done >= 2 {
+        // Killed while the next refinements' programs run.
+        if done >= 2 && !programs_in(&jobs.join("job_1")).is_empty() {
             break;
         }
         assert!(
@@ -516,9 +533,35 @@ fn a_killed_run_resumes_rerunning_only_the_unfinished_steps() {
         (2..8).contains(&finished_before.len()),
         "{finished_before:?}"
     );
-    let pipeline: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(jobs.join("job_1/job.json")).unwrap()).unwrap();
-    assert_eq!(pipeline["state"], "running", "the killed run never ended");
+    let record = |dir: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("job.json")).unwrap()).unwrap()
+    };
+    assert_eq!(
+        record(&jobs.join("job_1"))["state"],
+        "running",
+        "the killed run never ended"
+    );
+    assert!(
+        !programs_in(&jobs.join("job_1")).is_empty(),
+        "its programs outlived it"
+    );
+
+    // The next host to start on the jobs directory kills what the dead one
+    // left running and marks its unended jobs interrupted.
+    let out = kiln(tmp.path(), &["describe", "refine_scan"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("marked interrupted"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(programs_in(&jobs.join("job_1")), Vec::<u32>::new());
+    let pipeline = record(&jobs.join("job_1"));
+    assert_eq!(pipeline["state"], "interrupted");
+    assert!(pipeline["reason"].as_str().unwrap().contains("host"));
+    for (id, status, _) in step_records(&jobs, 1) {
+        assert!(status.is_some(), "job {id} still has no end");
+    }
 
     let mut args = refine_scan_args(&reg, &slow);
     args.push("--json".into());

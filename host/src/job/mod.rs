@@ -6,6 +6,7 @@ mod audit;
 mod dir;
 mod guest_output;
 pub(crate) mod pipeline;
+pub(crate) mod reconcile;
 pub mod record;
 pub mod resume;
 mod runner;

@@ -30,6 +30,7 @@ pub(crate) fn start_job(host: Arc<HostShared>, job: Arc<Job>) {
 }
 
 async fn run(host: Arc<HostShared>, job: Arc<Job>) {
+    host.started_jobs.add(&job.dir);
     let fingerprint = {
         let container = lock(&job.container).clone();
         let (task, dir) = (job.task.clone(), job.dir.clone());

@@ -46,8 +46,13 @@ impl CgroupRoot {
                 None
             }
         };
-        let v2 = mount_of("cgroup2", None).and_then(|m| make(m, "cgroup.kill"));
-        let v1_pids = mount_of("cgroup", Some("pids")).and_then(|m| make(m, "pids.max"));
+        let v2_mount = mount_of("cgroup2", None);
+        let v1_mount = mount_of("cgroup", Some("pids"));
+        for mount in [&v2_mount, &v1_mount].into_iter().flatten() {
+            sweep_dead_hosts(mount);
+        }
+        let v2 = v2_mount.and_then(|m| make(m, "cgroup.kill"));
+        let v1_pids = v1_mount.and_then(|m| make(m, "pids.max"));
         (v2.is_some() || v1_pids.is_some()).then_some(CgroupRoot { v2, v1_pids })
     }
 
@@ -146,6 +151,58 @@ impl Drop for JobCgroup {
         for dir in [&self.v2, &self.v1].into_iter().flatten() {
             let _ = std::fs::remove_dir(dir);
         }
+    }
+}
+
+/// Kill what the jobs of hosts that died without cleaning up (SIGKILL, a
+/// crash) left running, and remove their cgroups: `kiln-<pid>-<n>`
+/// directories whose host process is gone. A host that is alive — another
+/// `kiln` on the same machine — is left alone.
+fn sweep_dead_hosts(mount: &Path) {
+    let Ok(entries) = std::fs::read_dir(mount) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("kiln-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let root = entry.path();
+        let jobs: Vec<PathBuf> = std::fs::read_dir(&root)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for job in &jobs {
+            kill_members_now(job);
+            let _ = std::fs::remove_dir(job);
+        }
+        let _ = std::fs::remove_dir(&root);
+    }
+}
+
+/// Kill every member of a cgroup and wait (up to 2 s) until it is empty.
+fn kill_members_now(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while populated(dir, &[]) && Instant::now() < deadline {
+        if std::fs::write(dir.join("cgroup.kill"), "1").is_err() {
+            for pid in members(dir) {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
