@@ -359,7 +359,7 @@ impl Host {
 
     /// Start a submitted job.
     pub fn start(&self, job: &Arc<Job>) {
-        job::start_job(self.shared.clone(), job.clone());
+        job::start_job(self.shared.clone(), job.clone(), None);
     }
 
     /// Submit, start and wait for a job.

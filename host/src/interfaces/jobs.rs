@@ -370,7 +370,9 @@ impl HostSubJob for PluginState {
             ))));
         }
         h.started = true;
-        crate::job::start_job(host, h.job.clone());
+        let job = h.job.clone();
+        let slot = parent.steps.queue_for_slot().await;
+        crate::job::start_job(host, job, Some(slot));
         Ok(Ok(()))
     }
 

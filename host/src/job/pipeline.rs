@@ -106,12 +106,21 @@ impl PipelineSteps {
         Ok(())
     }
 
-    /// The slots a starting step takes one of.
-    pub(crate) fn slots_for_start(&self) -> Arc<Semaphore> {
-        let slots = lock(&self.slots);
-        self.started_any
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        slots.clone()
+    /// Take a place in the queue for a slot, in the order steps are
+    /// started: the wait is polled once here, which queues it, and goes on
+    /// in the step's runner.
+    pub(crate) async fn queue_for_slot(&self) -> SlotWait {
+        let slots = {
+            let slots = lock(&self.slots);
+            self.started_any
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            slots.clone()
+        };
+        let mut wait: SlotFuture = Box::pin(slots.acquire_owned());
+        match futures::poll!(wait.as_mut()) {
+            std::task::Poll::Ready(permit) => SlotWait::Ready(permit.ok()),
+            std::task::Poll::Pending => SlotWait::Queued(wait),
+        }
     }
 
     /// The step failure that fails the pipeline, if any.
@@ -134,6 +143,21 @@ impl PipelineSteps {
     fn record(&self, f: StepFailure) {
         lock(&self.failures).push(f);
     }
+}
+
+type SlotFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>,
+            > + Send,
+    >,
+>;
+
+/// A step's slot under its pipeline's cap: taken, or a queued wait for one.
+pub(crate) enum SlotWait {
+    /// `None` only if the semaphore was closed, which it never is.
+    Ready(Option<tokio::sync::OwnedSemaphorePermit>),
+    Queued(SlotFuture),
 }
 
 fn fails_pipeline(f: &StepFailure) -> bool {
@@ -250,7 +274,40 @@ mod tests {
             Err(CapError::AboveLimit { most: 4 })
         ));
         steps.set_cap(2, 4).unwrap();
-        assert_eq!(steps.slots_for_start().available_permits(), 2);
-        assert!(matches!(steps.set_cap(3, 4), Err(CapError::AlreadyStarted)));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let a = steps.queue_for_slot().await;
+            let b = steps.queue_for_slot().await;
+            assert!(matches!(a, SlotWait::Ready(Some(_))));
+            assert!(matches!(b, SlotWait::Ready(Some(_))));
+            assert!(matches!(steps.set_cap(3, 4), Err(CapError::AlreadyStarted)));
+            // Waiters are served in the order they queued.
+            let SlotWait::Queued(c) = steps.queue_for_slot().await else {
+                panic!("a third step got a slot under a cap of 2")
+            };
+            let SlotWait::Queued(d) = steps.queue_for_slot().await else {
+                panic!("a fourth step got a slot under a cap of 2")
+            };
+            let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let (o1, o2) = (order.clone(), order.clone());
+            let d = tokio::spawn(async move {
+                let p = d.await;
+                o2.lock().unwrap().push("d");
+                p
+            });
+            let c = tokio::spawn(async move {
+                let p = c.await;
+                o1.lock().unwrap().push("c");
+                p
+            });
+            tokio::task::yield_now().await;
+            drop(a);
+            let _c = c.await.unwrap();
+            drop(b);
+            let _d = d.await.unwrap();
+            assert_eq!(*order.lock().unwrap(), ["c", "d"]);
+        });
     }
 }

@@ -2,6 +2,7 @@
 //! job, call `run` under the job's limits, then settle everything the job
 //! left (programs, sub-jobs), write its files and record exactly one end.
 
+use super::pipeline::SlotWait;
 use super::{
     FinishStatus, Job, JobRecord, JobResult, JobSignal, JobState, pipeline, record, resume,
     write_job_file,
@@ -22,14 +23,16 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 const GUEST_GRACE: Duration = Duration::from_secs(2);
 
 /// Run a job in the background; its end is observed through [`Job::wait`].
-pub(crate) fn start_job(host: Arc<HostShared>, job: Arc<Job>) {
+/// A pipeline's step comes with its place in the queue for a slot under
+/// the pipeline's cap.
+pub(crate) fn start_job(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotWait>) {
     // Boxed: a pipeline's run starts sub-jobs from inside a host call, so the
     // future type would otherwise contain itself.
-    let fut: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(run(host, job));
+    let fut: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(run(host, job, slot));
     tokio::spawn(fut);
 }
 
-async fn run(host: Arc<HostShared>, job: Arc<Job>) {
+async fn run(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotWait>) {
     host.started_jobs.add(&job.dir);
     let fingerprint = {
         let container = lock(&job.container).clone();
@@ -45,7 +48,18 @@ async fn run(host: Arc<HostShared>, job: Arc<Job>) {
         && let Some((dir, record)) = index.find(fp, &job.dir)
     {
         match reuse(&job, &dir, &record) {
-            Ok(()) => return finish(&host, &job, JobResult::succeeded()).await,
+            Ok(()) => {
+                // For whoever watches (the live tree), not a signal of the job's.
+                host.publish(
+                    &job,
+                    crate::events::EventKind::Progress {
+                        fraction: Some(1.0),
+                        phase: "reused".into(),
+                        message: format!("results of job {}", record.id),
+                    },
+                );
+                return finish(&host, &job, JobResult::succeeded()).await;
+            }
             // The old job could not be taken over: run this one.
             Err(e) => host.publish(
                 &job,
@@ -57,24 +71,19 @@ async fn run(host: Arc<HostShared>, job: Arc<Job>) {
         }
     }
     // A step waits for a slot under its pipeline's cap.
-    let _slot = match job.parent() {
-        Some(parent) => {
-            let slots = parent.steps.slots_for_start();
-            match slots.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    job.set_state(JobState::Queued);
-                    host.publish_state(&job);
-                    tokio::select! {
-                        p = slots.acquire_owned() => p.ok(),
-                        _ = job.cancel.cancelled() => {
-                            return finish(&host, &job, JobResult::interrupted("cancelled while queued")).await;
-                        }
-                    }
+    let _slot = match slot {
+        None => None,
+        Some(SlotWait::Ready(permit)) => permit,
+        Some(SlotWait::Queued(wait)) => {
+            job.set_state(JobState::Queued);
+            host.publish_state(&job);
+            tokio::select! {
+                p = wait => p.ok(),
+                _ = job.cancel.cancelled() => {
+                    return finish(&host, &job, JobResult::interrupted("cancelled while queued")).await;
                 }
             }
         }
-        None => None,
     };
     lock(&job.times).started = Some((SystemTime::now(), Instant::now()));
     let policy = job.failure_policy();
