@@ -64,14 +64,16 @@ async fn refine_scan_runs_four_refinements_at_a_time_and_keeps_the_lowest_r_free
     let most = most_at_once(&records);
     assert!((2..=4).contains(&most), "{most} refinements at once");
     let mut queued = 0;
-    while let Ok(e) = events.try_recv() {
-        if matches!(
-            e.kind,
-            EventKind::State {
-                state: JobState::Queued
+    loop {
+        use tokio::sync::broadcast::error::TryRecvError;
+        match events.try_recv() {
+            Ok(e) => {
+                if matches!(e.kind, EventKind::State { state } if state == JobState::Queued) {
+                    queued += 1;
+                }
             }
-        ) {
-            queued += 1;
+            Err(TryRecvError::Lagged(_)) => {}
+            Err(_) => break,
         }
     }
     assert!(queued >= 1, "no refinement waited for a slot");

@@ -19,7 +19,18 @@ pub fn print_report(report: &JobReport) {
     print_node(report, "", true, true);
     println!();
     match &report.reason {
-        Some(reason) => println!("job {} {}: {reason}", report.job_id, report.status.as_str()),
+        Some(reason) => println!(
+            "job {} {}: {}",
+            report.job_id,
+            report.status.as_str(),
+            // Newlines are the reason's own; other control characters (an
+            // escape sequence from a plugin) are not printed.
+            reason
+                .split('\n')
+                .map(super::tree_view::printable)
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
         None => println!("job {} {}", report.job_id, report.status.as_str()),
     }
     println!("job directory: {}", report.job_dir.display());
@@ -85,14 +96,26 @@ pub async fn watch_progress(
             _ = &mut stop => break,
         }
     }
-    while let Ok(e) = rx.try_recv() {
-        if let Some(line) = progress_line(&e) {
-            eprintln!("{line}");
+    loop {
+        match rx.try_recv() {
+            Ok(e) => {
+                if let Some(line) = progress_line(&e) {
+                    eprintln!("{line}");
+                }
+            }
+            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                eprintln!("  ({n} progress events skipped)")
+            }
+            Err(_) => break,
         }
     }
 }
 
 fn progress_line(e: &Event) -> Option<String> {
+    progress_text(e).map(|l| super::tree_view::printable(&l))
+}
+
+fn progress_text(e: &Event) -> Option<String> {
     let indent = "  ".repeat(e.job_id.matches('.').count());
     let head = format!("{indent}[{} {}]", e.job_id, e.task);
     match &e.kind {

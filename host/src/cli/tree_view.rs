@@ -173,7 +173,16 @@ fn format_elapsed(d: Duration) -> String {
     }
 }
 
+/// Guest text with control characters (newlines, escape sequences) made
+/// harmless: they would break the redraw or drive the terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 fn cut(line: &str, width: usize) -> String {
+    let line = printable(line);
     let line = line.trim_end();
     match line.char_indices().nth(width) {
         Some((i, _)) => line[..i].to_string(),
@@ -268,8 +277,12 @@ async fn draw(
         }
     }
     // Events already sent before the stop still belong in the last frame.
-    while let Ok(e) = rx.try_recv() {
-        model.apply(&e, Instant::now());
+    loop {
+        match rx.try_recv() {
+            Ok(e) => model.apply(&e, Instant::now()),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => model.lagged(n),
+            Err(_) => break,
+        }
     }
     let w = width.unwrap_or_else(terminal_width);
     painter.paint(&model.render(Instant::now(), w));
@@ -329,6 +342,23 @@ mod tests {
         assert!(lines[2].contains("[####################] 100%"));
         assert!(lines[4].contains("queued"), "{}", lines[4]);
         assert!(m.render(t0, 10).iter().all(|l| l.chars().count() <= 10));
+        m.apply(
+            &ev(
+                "7.2",
+                "refmac",
+                EventKind::Progress {
+                    fraction: None,
+                    phase: String::new(),
+                    message: "a\nb\x1b[2Jc".into(),
+                },
+            ),
+            t0,
+        );
+        let lines = m.render(t0, 200);
+        assert!(
+            lines.iter().all(|l| !l.chars().any(char::is_control)),
+            "{lines:?}"
+        );
     }
 
     #[test]

@@ -371,6 +371,10 @@ impl HostSubJob for PluginState {
         }
         h.started = true;
         let job = h.job.clone();
+        // Started from now on: its parameters are fixed, and if the
+        // pipeline ends it is cancelled and waited for, not dropped as
+        // never started.
+        job.set_state(JobState::Queued);
         let slot = parent.steps.queue_for_slot().await;
         crate::job::start_job(host, job, Some(slot));
         Ok(Ok(()))

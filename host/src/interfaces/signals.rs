@@ -84,8 +84,11 @@ fn queue(job: &Job, signal: JobSignal) -> Result<(), HostError> {
         .push(signal, job.grants.limits.signals)
         .map_err(|full| {
             limit(format!(
-                "job {} has {} signals its pipeline has not read yet (limits.signals)",
-                job.id, full.limit
+                "job {} has {} signals (or {} MiB) its pipeline has not read yet: the pipeline \
+                 should read them with next-signal, or the operator raise limits.signals",
+                job.id,
+                full.limit,
+                crate::job::signal_queue::MAX_QUEUED_BYTES >> 20
             ))
         })
 }

@@ -296,7 +296,7 @@ impl Job {
     /// next starts as the first did; their directories were archived.
     pub(crate) fn reset_for_attempt(&self) {
         lock(&self.children).clear();
-        self.steps.clear_failures();
+        self.steps.reset(self.grants.limits.sub_jobs);
         lock(&self.processes).clear();
         self.next_child.store(1, Ordering::SeqCst);
         self.next_process.store(1, Ordering::SeqCst);

@@ -135,9 +135,13 @@ impl PipelineSteps {
         lock(&self.failures).clone()
     }
 
-    /// Forget the failures of a previous attempt of the pipeline.
-    pub(crate) fn clear_failures(&self) {
+    /// Start again, for another attempt of the pipeline: no failures, and
+    /// the cap may be set anew (the last attempt's steps have all ended).
+    pub(crate) fn reset(&self, cap: u32) {
         lock(&self.failures).clear();
+        *lock(&self.slots) = Arc::new(Semaphore::new(cap.max(1) as usize));
+        self.started_any
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn record(&self, f: StepFailure) {

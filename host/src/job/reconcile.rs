@@ -9,6 +9,7 @@
 
 use super::record::RECORD_FILE;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -40,7 +41,7 @@ impl StartedJobs {
 
     /// Note a job directory before its job starts running.
     pub(crate) fn add(&self, job_dir: &Path) {
-        let mut line = job_dir.as_os_str().as_encoded_bytes().to_vec();
+        let mut line = job_dir.as_os_str().as_bytes().to_vec();
         line.push(b'\n');
         let written = self
             .file
@@ -82,8 +83,7 @@ pub(crate) fn reconcile(jobs_dir: &Path) -> Vec<PathBuf> {
         }
         let text = std::fs::read(entry.path()).unwrap_or_default();
         for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            // SAFETY: the bytes were written from an OsStr by `add`.
-            let dir = PathBuf::from(unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(line) });
+            let dir = PathBuf::from(std::ffi::OsStr::from_bytes(line));
             match mark_interrupted(&dir) {
                 Ok(true) => marked.push(dir),
                 Ok(false) => {}

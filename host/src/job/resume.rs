@@ -3,8 +3,8 @@
 //! the jobs directory keeps an index of the jobs that succeeded, by
 //! fingerprint, in `.kiln/finished.jsonl`. A sub-job whose fingerprint
 //! matches a job that succeeded is not run again: that job's directory is
-//! cloned into the new one (hard links where possible) and its outputs are
-//! taken over, with paths inside the old directory moved to the new one.
+//! copied into the new one and its outputs are taken over, with paths
+//! inside the old directory moved to the new one.
 //!
 //! Why content hashes and not paths: a rerun puts every job in a new
 //! directory, so the next step's inputs (the previous step's outputs) have
@@ -25,11 +25,20 @@ use std::sync::Mutex;
 const ASKED: &[&str] = &["inputData", "controlParameters"];
 
 /// The fingerprint of a task run with these parameters, as hex SHA-256.
-/// Relative file paths are taken relative to `job_dir`.
-pub fn fingerprint(task: &str, version: &str, container: &Container, job_dir: &Path) -> String {
+/// Relative file paths are taken relative to `job_dir`. `code` says what
+/// would run: the components of the task and its sub-tasks, and the
+/// programs they may spawn (see `code_identity` in the runner).
+pub fn fingerprint(
+    task: &str,
+    version: &str,
+    code: &serde_json::Value,
+    container: &Container,
+    job_dir: &Path,
+) -> String {
     let mut doc = serde_json::Map::new();
     doc.insert("task".into(), task.into());
     doc.insert("version".into(), version.into());
+    doc.insert("code".into(), code.clone());
     for part in ASKED {
         let values = container
             .subtree_json(part)
@@ -154,13 +163,21 @@ impl FinishedIndex {
     }
 
     /// The newest job that succeeded with this fingerprint and whose record
-    /// still says so (directories may have been removed or rewritten since).
-    pub(crate) fn find(&self, fingerprint: &str, not: &Path) -> Option<(PathBuf, JobRecord)> {
+    /// still says so (directories may have been removed or rewritten
+    /// since). Only directories inside the jobs directory qualify, and none
+    /// above or below `for_dir`, the directory of the job looking.
+    pub(crate) fn find(&self, fingerprint: &str, for_dir: &Path) -> Option<(PathBuf, JobRecord)> {
         let candidates = self.with_entries(|m| m.get(fingerprint).cloned().unwrap_or_default());
         let base = self.base();
         candidates.iter().rev().find_map(|rel| {
-            let dir = base.join(rel);
-            if dir == not {
+            let plain = rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !plain {
+                return None;
+            }
+            let dir = std::fs::canonicalize(base.join(rel)).ok()?;
+            if !dir.starts_with(&base) || dir.starts_with(for_dir) || for_dir.starts_with(&dir) {
                 return None;
             }
             let record = JobRecord::read(&dir)?;
@@ -172,7 +189,11 @@ impl FinishedIndex {
     /// Add a job that succeeded.
     pub(crate) fn add(&self, fingerprint: &str, dir: &Path) -> std::io::Result<()> {
         let base = self.base();
-        let rel = dir.strip_prefix(&base).unwrap_or(dir).to_path_buf();
+        // A job outside the jobs directory is not indexed: `find` would
+        // refuse it anyway.
+        let Ok(rel) = dir.strip_prefix(&base).map(Path::to_path_buf) else {
+            return Ok(());
+        };
         let mut line = serde_json::to_vec(&IndexLine {
             fingerprint: fingerprint.to_string(),
             dir: rel.clone(),
@@ -192,9 +213,12 @@ impl FinishedIndex {
     }
 }
 
-/// Copy the tree at `from` into `to` (which exists), hard-linking files
-/// where the file system allows and copying them otherwise. The old job's
-/// record is not copied: the new job writes its own.
+/// Copy the tree at `from` into `to` (which exists and is empty). Files
+/// are copied, not linked: a link would let a later write into the new job
+/// change the old one, which later runs trust. A symlink is refused (it
+/// could point anywhere, or somewhere else from its new place), and so is
+/// anything but files and directories. The old job's record is not copied:
+/// the new job writes its own.
 pub(crate) fn clone_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
@@ -207,10 +231,26 @@ pub(crate) fn clone_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         if kind.is_dir() {
             std::fs::create_dir(&dst)?;
             clone_tree(&src, &dst)?;
-        } else if kind.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
-        } else if std::fs::hard_link(&src, &dst).is_err() {
+        } else if kind.is_file() {
             std::fs::copy(&src, &dst)?;
+        } else {
+            return Err(std::io::Error::other(format!(
+                "{} is not a plain file or directory",
+                src.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Empty a directory after a failed clone, so the job runs in a clean one.
+pub(crate) fn empty_dir(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
         }
     }
     Ok(())
@@ -294,14 +334,26 @@ mod tests {
         std::fs::write(&a, "ATOM 1").unwrap();
         std::fs::write(&b, "ATOM 1").unwrap();
         std::fs::write(&c, "ATOM 2").unwrap();
-        let fp = |p: &Path, w| fingerprint("t", "1", &container(p, w), tmp.path());
+        let code = serde_json::json!({"component": "abc"});
+        let fp = |p: &Path, w| fingerprint("t", "1", &code, &container(p, w), tmp.path());
         assert_eq!(fp(&a, 0.5), fp(&b, 0.5));
         assert_ne!(fp(&a, 0.5), fp(&c, 0.5), "content differs");
         assert_ne!(fp(&a, 0.5), fp(&a, 0.6), "parameter differs");
         assert_ne!(
             fp(&a, 0.5),
-            fingerprint("t", "2", &container(&a, 0.5), tmp.path()),
+            fingerprint("t", "2", &code, &container(&a, 0.5), tmp.path()),
             "version differs"
+        );
+        assert_ne!(
+            fp(&a, 0.5),
+            fingerprint(
+                "t",
+                "1",
+                &serde_json::json!({"component": "abd"}),
+                &container(&a, 0.5),
+                tmp.path()
+            ),
+            "code differs"
         );
         let missing = tmp.path().join("missing.pdb");
         assert_ne!(fp(&a, 0.5), fp(&missing, 0.5));
@@ -310,7 +362,10 @@ mod tests {
         with_output
             .set("outputData.XYZOUT", Value::File(FileValue::new("out.pdb")))
             .unwrap();
-        assert_eq!(fp(&a, 0.5), fingerprint("t", "1", &with_output, tmp.path()));
+        assert_eq!(
+            fp(&a, 0.5),
+            fingerprint("t", "1", &code, &with_output, tmp.path())
+        );
     }
 
     #[test]
@@ -331,11 +386,34 @@ mod tests {
             )
         };
         std::fs::write(dir.join(RECORD_FILE), record("succeeded", "abc")).unwrap();
+        let jobs = std::fs::canonicalize(jobs).unwrap();
+        let jobs = jobs.as_path();
+        let dir = std::fs::canonicalize(&dir).unwrap();
         let index = FinishedIndex::new(jobs);
         index.add("abc", &dir).unwrap();
         assert_eq!(index.find("abc", Path::new("/x")).unwrap().0, dir);
         assert!(index.find("abd", Path::new("/x")).is_none());
         assert!(index.find("abc", &dir).is_none(), "never itself");
+        assert!(
+            index.find("abc", &dir.join("job_1")).is_none(),
+            "nor an ancestor"
+        );
+        assert!(
+            index.find("abc", &jobs.join("job_1")).is_none(),
+            "nor a descendant"
+        );
+        // Lines naming places outside the jobs directory are never used.
+        std::fs::write(
+            jobs.join(".kiln/finished.jsonl"),
+            format!("{{\"fingerprint\":\"abc\",\"dir\":\"../x\"}}\n{{\"fingerprint\":\"abc\",\"dir\":{:?}}}\n", dir.display().to_string()),
+        )
+        .unwrap();
+        assert!(
+            FinishedIndex::new(jobs)
+                .find("abc", Path::new("/x"))
+                .is_none()
+        );
+        index.add("abc", &dir).unwrap();
         // A fresh index reads the file, and skips a line cut short.
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -375,6 +453,20 @@ mod tests {
         std::fs::write(old.join("params.xml"), done.to_params_xml(&header)).unwrap();
         clone_tree(&old, &new).unwrap();
         assert!(!new.join(RECORD_FILE).exists());
+        // A copy: writing the new one leaves the old one as it was.
+        std::fs::write(new.join("sub/out.pdb"), "CHANGED").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(old.join("sub/out.pdb")).unwrap(),
+            "ATOM"
+        );
+        std::fs::write(new.join("sub/out.pdb"), "ATOM").unwrap();
+        let linked = tmp.path().join("linked");
+        std::fs::create_dir(&linked).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", old.join("link")).unwrap();
+        assert!(clone_tree(&old, &linked).is_err(), "symlinks are refused");
+        std::fs::remove_file(old.join("link")).unwrap();
+        empty_dir(&linked).unwrap();
+        assert_eq!(std::fs::read_dir(&linked).unwrap().count(), 0);
         assert_eq!(
             std::fs::read_to_string(new.join("sub/out.pdb")).unwrap(),
             "ATOM"

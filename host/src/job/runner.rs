@@ -35,19 +35,34 @@ pub(crate) fn start_job(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotW
 async fn run(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotWait>) {
     host.started_jobs.add(&job.dir);
     let fingerprint = {
+        let code = code_identity(&host, &job).await;
         let container = lock(&job.container).clone();
         let (task, dir) = (job.task.clone(), job.dir.clone());
         tokio::task::spawn_blocking(move || {
-            resume::fingerprint(&task.name, &task.version, &container, &dir)
+            resume::fingerprint(&task.name, &task.version, &code, &container, &dir)
         })
         .await
         .ok()
     };
     *lock(&job.fingerprint) = fingerprint.clone();
+    if job.cancel.is_cancelled() {
+        return finish(
+            &host,
+            &job,
+            JobResult::interrupted("cancelled before it ran"),
+        )
+        .await;
+    }
     if let (Some(fp), Some(_), Some(index)) = (&fingerprint, job.parent(), &host.finished)
         && let Some((dir, record)) = index.find(fp, &job.dir)
     {
-        match reuse(&job, &dir, &record) {
+        let reused = {
+            let (job, record) = (job.clone(), record.clone());
+            tokio::task::spawn_blocking(move || reuse(&job, &dir, &record))
+                .await
+                .unwrap_or_else(|e| Err(format!("the copy panicked: {e}")))
+        };
+        match reused {
             Ok(()) => {
                 // For whoever watches (the live tree), not a signal of the job's.
                 host.publish(
@@ -60,14 +75,29 @@ async fn run(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotWait>) {
                 );
                 return finish(&host, &job, JobResult::succeeded()).await;
             }
-            // The old job could not be taken over: run this one.
-            Err(e) => host.publish(
-                &job,
-                crate::events::EventKind::Log {
-                    level: "warn".into(),
-                    message: format!("not reusing job {}: {e}", record.id),
-                },
-            ),
+            // The old job could not be taken over: run this one, in a
+            // clean directory.
+            Err(e) => {
+                if let Err(clean) = resume::empty_dir(&job.dir) {
+                    return finish(
+                        &host,
+                        &job,
+                        JobResult::failed(format!(
+                            "failed to clear {} after not reusing job {}: {clean}",
+                            job.dir.display(),
+                            record.id
+                        )),
+                    )
+                    .await;
+                }
+                host.publish(
+                    &job,
+                    crate::events::EventKind::Log {
+                        level: "warn".into(),
+                        message: format!("not reusing job {}: {e}", record.id),
+                    },
+                );
+            }
         }
     }
     // A step waits for a slot under its pipeline's cap.
@@ -86,6 +116,8 @@ async fn run(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotWait>) {
         }
     };
     lock(&job.times).started = Some((SystemTime::now(), Instant::now()));
+    // The wall limit covers every attempt.
+    let deadline = tokio::time::Instant::now() + job.grants.limits.wall();
     let policy = job.failure_policy();
     let first_container = lock(&job.container).clone();
     let mut attempt = 1;
@@ -97,7 +129,7 @@ async fn run(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotWait>) {
         let _ = record::write(&job, None);
         let input = lock(&job.container).to_params_xml(&params_header(&job));
         let result = match write_job_file(&job.dir, "input_params.xml", input.as_bytes()) {
-            Ok(()) => execute_with_limits(&host, &job).await,
+            Ok(()) => execute_with_limits(&host, &job, deadline).await,
             Err(e) => JobResult::failed(format!("failed to write input_params.xml: {e}")),
         };
         settle_attempt(&host, &job).await;
@@ -137,6 +169,37 @@ async fn run(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotWait>) {
     finish(&host, &job, result).await;
 }
 
+/// What would run for this job, for its fingerprint: the components of its
+/// task and of every sub-task it may make (by hash), and the registry
+/// entries of the programs it may spawn, with their files' size and
+/// modification time. A rebuilt plugin or a replaced program makes the
+/// job run again rather than reuse an old result.
+async fn code_identity(host: &HostShared, job: &Job) -> serde_json::Value {
+    let mut tasks = serde_json::Map::new();
+    tasks.insert(job.task.name.clone(), job.task.plugin.hash.clone().into());
+    for name in &job.grants.tasks {
+        let hash = match host.catalog.get(name).await {
+            Ok(info) => info.plugin.hash.clone(),
+            Err(e) => format!("unavailable: {e}"),
+        };
+        tasks.insert(name.clone(), hash.into());
+    }
+    let mut programs = serde_json::Map::new();
+    for name in &job.grants.programs {
+        let entry = host.registry.get(name).map(|e| {
+            let file = std::fs::metadata(&e.path).ok().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                serde_json::json!({"size": m.len(), "mtime": m.mtime(), "mtime_ns": m.mtime_nsec()})
+            });
+            serde_json::json!({
+                "path": e.path, "args": e.args, "env": e.env, "sha256": e.sha256, "file": file,
+            })
+        });
+        programs.insert(name.clone(), entry.unwrap_or_default());
+    }
+    serde_json::json!({"tasks": tasks, "programs": programs})
+}
+
 /// Take over a finished job with the same fingerprint.
 fn reuse(job: &Job, old_dir: &std::path::Path, record: &JobRecord) -> Result<(), String> {
     resume::clone_tree(old_dir, &job.dir)
@@ -169,7 +232,11 @@ fn archive_attempt(dir: &std::path::Path, attempt: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn execute_with_limits(host: &Arc<HostShared>, job: &Arc<Job>) -> JobResult {
+async fn execute_with_limits(
+    host: &Arc<HostShared>,
+    job: &Arc<Job>,
+    deadline: tokio::time::Instant,
+) -> JobResult {
     let limits = job.grants.limits.clone();
     let exec = execute(host.clone(), job.clone());
     tokio::pin!(exec);
@@ -179,7 +246,7 @@ async fn execute_with_limits(host: &Arc<HostShared>, job: &Arc<Job>) -> JobResul
             let _ = tokio::time::timeout(GUEST_GRACE, &mut exec).await;
             JobResult::interrupted("cancelled")
         }
-        _ = tokio::time::sleep(limits.wall()) => {
+        _ = tokio::time::sleep_until(deadline) => {
             // Stops the job's programs and sub-jobs, and makes the guest's
             // pending calls return `cancelled`.
             job.cancel.cancel();

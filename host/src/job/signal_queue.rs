@@ -1,7 +1,11 @@
 //! A sub-job's signals on their way to its pipeline: progress, custom
 //! signals and `finished`, each delivered once, in the order emitted. The
 //! event bus may drop events for a slow subscriber; this queue never drops
-//! one: a sub-job that gets too far ahead of its reader is refused more.
+//! a custom signal or `finished`: a sub-job too far ahead of its reader is
+//! refused more custom signals. Progress is a running report, so a report
+//! that finds the queue full replaces the newest unread one when that one
+//! is progress too (a pipeline that only waits for the end is not made to
+//! fail its chatty steps).
 
 use super::JobResult;
 use crate::engine::lock;
@@ -31,8 +35,21 @@ pub enum JobSignal {
 #[derive(Default)]
 struct Inner {
     queued: VecDeque<JobSignal>,
+    /// Bytes of text held in `queued`.
+    bytes: usize,
     /// Set once `finished` was queued: nothing follows it.
     closed: bool,
+}
+
+/// Text bytes of unread signals one job may hold in the host.
+pub(crate) const MAX_QUEUED_BYTES: usize = 16 << 20;
+
+fn size(s: &JobSignal) -> usize {
+    match s {
+        JobSignal::Progress { phase, message, .. } => phase.len() + message.len(),
+        JobSignal::Custom { name, payload_json } => name.len() + payload_json.len(),
+        JobSignal::Finished { .. } => 0,
+    }
 }
 
 #[derive(Default)]
@@ -41,7 +58,8 @@ pub(crate) struct SignalQueue {
     ready: Notify,
 }
 
-/// The queue is full: the reader is more than `limit` signals behind.
+/// The queue is full: the reader is `limit` signals, or
+/// [`MAX_QUEUED_BYTES`], behind.
 #[derive(Debug)]
 pub(crate) struct QueueFull {
     pub limit: u32,
@@ -56,9 +74,19 @@ impl SignalQueue {
             // dropped): nobody reads past `finished`.
             return Ok(());
         }
-        if inner.queued.len() >= limit as usize {
-            return Err(QueueFull { limit });
+        let full = |inner: &Inner, extra: usize| {
+            inner.queued.len() >= limit as usize || inner.bytes + extra > MAX_QUEUED_BYTES
+        };
+        if full(&inner, size(&signal)) {
+            let newest_is_progress =
+                matches!(inner.queued.back(), Some(JobSignal::Progress { .. }));
+            if !(newest_is_progress && matches!(signal, JobSignal::Progress { .. })) {
+                return Err(QueueFull { limit });
+            }
+            let replaced = inner.queued.pop_back().map(|s| size(&s)).unwrap_or(0);
+            inner.bytes -= replaced;
         }
+        inner.bytes += size(&signal);
         inner.queued.push_back(signal);
         drop(inner);
         self.ready.notify_waiters();
@@ -88,6 +116,7 @@ impl SignalQueue {
             {
                 let mut inner = lock(&self.inner);
                 if let Some(s) = inner.queued.pop_front() {
+                    inner.bytes -= size(&s);
                     return Some(s);
                 }
                 if inner.closed {
@@ -149,13 +178,43 @@ mod tests {
         assert_eq!(got[1000], finished());
     }
 
-    #[test]
-    fn a_reader_too_far_behind_is_refused_more() {
+    fn progress(n: u32) -> JobSignal {
+        JobSignal::Progress {
+            fraction: None,
+            phase: "p".into(),
+            message: n.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reader_too_far_behind_is_refused_custom_signals_and_progress_merges() {
         let q = SignalQueue::default();
         q.push(custom(1), 2).unwrap();
-        q.push(custom(2), 2).unwrap();
+        q.push(progress(1), 2).unwrap();
+        // Full: progress replaces the newest unread progress...
+        q.push(progress(2), 2).unwrap();
+        q.push(progress(3), 2).unwrap();
+        // ...a custom signal is refused.
         assert_eq!(q.push(custom(3), 2).unwrap_err().limit, 2);
         // `finished` always fits.
         q.close(finished());
+        assert_eq!(q.next().await, Some(custom(1)));
+        assert_eq!(q.next().await, Some(progress(3)));
+        assert_eq!(q.next().await, Some(finished()));
+        assert_eq!(q.next().await, None);
+    }
+
+    #[test]
+    fn unread_bytes_are_bounded() {
+        let q = SignalQueue::default();
+        let big = |n: u32| JobSignal::Custom {
+            name: "big".into(),
+            payload_json: format!("\"{}{n}\"", "x".repeat(1 << 20)),
+        };
+        let mut sent = 0;
+        while q.push(big(sent), 10_000).is_ok() {
+            sent += 1;
+        }
+        assert_eq!(sent as usize, MAX_QUEUED_BYTES / ((1 << 20) + 8));
     }
 }

@@ -4,7 +4,7 @@
 //! program can leave it, but it cannot leave its cgroup.
 //!
 //! Two hierarchies are used where mounted:
-//! - cgroup v2: `kiln-<pid>-<n>/job-<id>` with `cgroup.kill`. A program spawned
+//! - cgroup v2: `kiln-<pidns>-<pid>-<start>-<n>/job-<id>` with `cgroup.kill`. A program spawned
 //!   through the `kiln-confine` helper joins it before it execs.
 //! - cgroup v1 `pids`: the same layout, with `pids.max` bounding fork bombs.
 //!   v1 tracks threads, so a job's spawner thread is moved in itself and
@@ -31,7 +31,7 @@ impl CgroupRoot {
         // Unique per host, not per process: a process may run several.
         static HOSTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = HOSTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("kiln-{}-{n}", std::process::id());
+        let name = format!("{}-{n}", host_key());
         let make = |mount: PathBuf, needs: &str| {
             let dir = mount.join(&name);
             match std::fs::create_dir(&dir) {
@@ -154,25 +154,69 @@ impl Drop for JobCgroup {
     }
 }
 
+/// `kiln-<pid namespace>-<pid>-<start time>`: names this host process
+/// among every process that ever ran on the machine (a pid alone is
+/// reused), and says which pid namespace the pid belongs to.
+fn host_key() -> String {
+    let pid = std::process::id();
+    format!(
+        "kiln-{}-{pid}-{}",
+        pid_namespace().unwrap_or_default(),
+        start_time(pid).unwrap_or_default()
+    )
+}
+
+fn pid_namespace() -> Option<String> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let text = link.to_string_lossy();
+    Some(
+        text.trim_start_matches("pid:[")
+            .trim_end_matches(']')
+            .to_string(),
+    )
+}
+
+/// A process's start time, in clock ticks since boot.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(19)?
+            .to_string(),
+    )
+}
+
 /// Kill what the jobs of hosts that died without cleaning up (SIGKILL, a
-/// crash) left running, and remove their cgroups: `kiln-<pid>-<n>`
-/// directories whose host process is gone. A host that is alive — another
-/// `kiln` on the same machine — is left alone.
+/// crash) left running, and remove their cgroups. Only hosts of this pid
+/// namespace are judged (a host elsewhere cannot be seen in /proc), and a
+/// host counts as gone when no process has its pid and start time.
 fn sweep_dead_hosts(mount: &Path) {
     let Ok(entries) = std::fs::read_dir(mount) else {
         return;
     };
+    let Some(namespace) = pid_namespace() else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
+        let Some((pid, start)) = name
             .to_str()
             .and_then(|n| n.strip_prefix("kiln-"))
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+            .and_then(|rest| rest.strip_prefix(namespace.as_str()))
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| {
+                let mut parts = rest.split('-');
+                Some((
+                    parts.next()?.parse::<u32>().ok()?,
+                    parts.next()?.to_string(),
+                ))
+            })
         else {
             continue;
         };
-        if Path::new(&format!("/proc/{pid}")).exists() {
+        if start_time(pid).is_some_and(|s| s == start) {
             continue;
         }
         let root = entry.path();
