@@ -226,7 +226,7 @@ async fn run(
         };
         permits.push(permit);
     }
-    let mut child = match start(&spec) {
+    let mut child = match start(&spec).await {
         Ok(started) => started,
         Err(why) => return Outcome::SpawnFailed(why),
     };
@@ -295,7 +295,7 @@ async fn run(
 }
 
 /// Open stdin and spawn the program (through the helper when confined).
-fn start(spec: &SpawnSpec) -> Result<tokio::process::Child, String> {
+async fn start(spec: &SpawnSpec) -> Result<tokio::process::Child, String> {
     let stdin = match &spec.stdin {
         Some(path) => Stdio::from(
             std::fs::File::open(path)
@@ -334,13 +334,20 @@ fn start(spec: &SpawnSpec) -> Result<tokio::process::Child, String> {
         Some(Confined::Thread(spawner)) => {
             // The child is created by the confined thread and inherits its
             // confinement; the runtime handle lets it register the child.
+            // This task waits without holding up its worker thread, which
+            // goes on with other programs' output and ends meanwhile.
             let handle = tokio::runtime::Handle::current();
+            let (tx, rx) = tokio::sync::oneshot::channel();
             spawner
-                .run(move || {
+                .submit(move || {
                     let _runtime = handle.enter();
-                    cmd.spawn()
+                    // Unclaimed (this task is gone), the child is killed
+                    // as it is dropped.
+                    let _ = tx.send(cmd.spawn());
                 })
-                .map_err(|e| format!("failed to spawn through the confined thread: {e}"))?
+                .map_err(|e| format!("failed to spawn through the confined thread: {e}"))?;
+            rx.await
+                .map_err(|_| "the confined thread failed to spawn the program".to_string())?
         }
         _ => cmd.spawn(),
     };
