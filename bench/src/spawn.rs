@@ -429,6 +429,7 @@ pub fn layer_spec(
         cgroups: None,
         adopt_after_spawn: false,
         on_line: None,
+        on_warning: None,
     }
 }
 

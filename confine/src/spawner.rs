@@ -235,6 +235,26 @@ impl Spawner {
         }
     }
 
+    /// Queues `f` to run on the spawner thread and returns at once, for a
+    /// caller that must not block (an async runtime's worker): `f` hands
+    /// its result back itself, through a channel say. The same rules as
+    /// for [`Spawner::run`] apply to what `f` does. A panic in `f` is
+    /// caught (the thread survives it) and `f`'s captures are dropped, so
+    /// a waiting receiver sees its sender gone.
+    ///
+    /// Fails only when the thread is gone; `f` is then not run.
+    pub fn submit<F>(&self, f: F) -> Result<(), ConfineError>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let gone = || ConfineError::Spawner("the thread has ended".into());
+        let jobs = self.jobs.as_ref().ok_or_else(gone)?;
+        let job: Job = Box::new(move || {
+            let _ = panic::catch_unwind(AssertUnwindSafe(f));
+        });
+        jobs.send(job).map_err(|_| gone())
+    }
+
     /// What the thread applied (and so every program it starts gets).
     pub fn applied(&self) -> &Applied {
         &self.applied

@@ -643,3 +643,34 @@ fn panics_reach_the_caller_and_nested_runs_do_not_deadlock() {
     let s = spawner.clone();
     assert_eq!(spawner.run(move || s.run(|| 7).unwrap()).unwrap(), 7);
 }
+
+#[test]
+fn submitted_closures_run_on_the_thread_and_a_panic_drops_their_captures() {
+    if !is_root() {
+        return;
+    }
+    let rw = tempfile::tempdir().unwrap();
+    let spawner = Spawner::start(&policy(rw.path(), Network::Allowed)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cmd = command("/bin/true", &[]);
+    spawner
+        .submit(move || {
+            let mut cmd = cmd;
+            let tid = gettid();
+            let _ = tx.send((tid, cmd.spawn().map(|mut c| c.wait())));
+        })
+        .unwrap();
+    let (tid, status) = rx.recv().unwrap();
+    assert_eq!(tid, spawner.tid());
+    assert!(status.unwrap().unwrap().success());
+
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    spawner
+        .submit(move || {
+            let _tx = tx;
+            panic!("in the closure");
+        })
+        .unwrap();
+    assert!(rx.recv().is_err(), "the sender outlived the panic");
+    assert_eq!(spawner.run(|| 5).unwrap(), 5);
+}

@@ -42,7 +42,7 @@ async fn cancelling_a_guest_waiting_on_a_program_interrupts_it_and_kills_the_pro
         .unwrap();
     t.host.start(&job);
     // Wait until the program runs.
-    common::wait_for_file(&job.dir.join("log.txt")).await;
+    common::wait_for_program(&job.dir).await;
     let started = Instant::now();
     job.cancel();
     job.cancel();
@@ -107,8 +107,7 @@ async fn cancelling_a_pipeline_cancels_its_running_sub_job() {
         .await
         .unwrap();
     t.host.start(&job);
-    let sub_log = job.dir.join("job_1/log.txt");
-    common::wait_for_file(&sub_log).await;
+    common::wait_for_program(&job.dir.join("job_1")).await;
     job.cancel();
     assert_eq!(job.wait().await.status, FinishStatus::Interrupted);
     let children = job.children();

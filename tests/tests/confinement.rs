@@ -20,7 +20,7 @@ async fn reading_and_writing_outside_the_grants_fails_inside_the_program() {
         err.contains("/etc/passwd") && err.contains("Permission denied"),
         "{err}"
     );
-    let out = std::fs::read_to_string(r.job_dir.join("log.txt")).unwrap();
+    let out = String::from_utf8(common::read_log(&r.job_dir, "log.txt")).unwrap();
     assert!(!out.contains("root:"), "{out}");
 
     let r = t.probe("outcome sneaky-write", None).await;

@@ -68,7 +68,7 @@ async fn stdin_is_dev_null_without_a_script_and_the_environment_is_cleared() {
     let t = TestHost::new().await;
     let report = t.probe("outcome fake echo-stdin", None).await;
     assert_eq!(result_text(&report), "exited 0");
-    let log = std::fs::read(report.job_dir.join("log.txt")).unwrap();
+    let log = common::read_log(&report.job_dir, "log.txt");
     assert!(log.is_empty(), "stdin was not empty: {log:?}");
 
     // SAFETY: set before the program is spawned; the suite does not read it.
@@ -263,6 +263,21 @@ async fn output_lines_are_published_as_events_while_produced() {
         }
     }
     assert_eq!(lines[1..], ["print-argv", "first", "second"]);
+    t.assert_no_leftovers().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_file_is_created_with_the_first_output_on_its_stream() {
+    let t = TestHost::new().await;
+    let quiet = t.probe("outcome fake exit 0", None).await;
+    assert_eq!(result_text(&quiet), "exited 0");
+    for log in ["log.txt", "log_err.txt"] {
+        assert!(!quiet.job_dir.join(log).exists(), "{log}");
+    }
+    let noisy = t.probe("outcome fake spew 10 stderr", None).await;
+    assert_eq!(result_text(&noisy), "exited 0");
+    assert!(!noisy.job_dir.join("log.txt").exists());
+    assert_eq!(common::read_log(&noisy.job_dir, "log_err.txt").len(), 10);
     t.assert_no_leftovers().await;
 }
 

@@ -34,7 +34,7 @@ async fn a_job_waiting_for_the_host_wide_limit_is_queued_and_runs_after() {
         .await
         .unwrap();
     t.host.start(&first);
-    common::wait_for_file(&first.dir.join("log.txt")).await;
+    common::wait_for_program(&first.dir).await;
     let second = t
         .host
         .submit(probe_request("outcome fake exit 0"))
@@ -106,10 +106,11 @@ async fn cancelling_a_job_whose_program_waits_in_the_queue_cancels_it_there() {
         .await
         .unwrap();
     t.host.start(&blocker);
-    common::wait_for_file(&blocker.dir.join("log.txt")).await;
+    common::wait_for_program(&blocker.dir).await;
+    // A program that prints: had it run, its log.txt would exist.
     let waiting = t
         .host
-        .submit(probe_request("outcome fake exit 0"))
+        .submit(probe_request("outcome fake print-argv"))
         .await
         .unwrap();
     t.host.start(&waiting);

@@ -156,6 +156,7 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
             .flatten(),
         confine,
         on_line: None,
+        on_warning: None,
     };
     Ok((spec, req.program.clone()))
 }
@@ -255,6 +256,7 @@ impl PluginState {
         spec.stdout_log = job.dir.join(&out);
         spec.stderr_log = job.dir.join(&err);
         spec.on_line = Some(line_events(b.host.clone(), job.clone(), n));
+        spec.on_warning = Some(output_warnings(b.host.clone(), job.clone(), n));
         job.audit(&AuditEvent::Spawn {
             program: &program,
             path: &spec.program,
@@ -300,6 +302,34 @@ fn line_events(host: Arc<crate::host::HostShared>, job: Arc<Job>, n: u32) -> pro
             );
         }),
     }
+}
+
+/// Report trouble with program `n`'s log files as the plugin's own warnings
+/// are: a line in the job's `kiln.log` and a `log` event.
+fn output_warnings(
+    host: Arc<crate::host::HostShared>,
+    job: Arc<Job>,
+    n: u32,
+) -> process::WarningSink {
+    Arc::new(move |message| {
+        use std::io::Write;
+        let message = format!("process {n}: {message}");
+        // The job log is a diagnostic: a failed write must not fail the job.
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(job.dir.join("kiln.log"))
+        {
+            let _ = f.write_all(format!("warn: {message}\n").as_bytes());
+        }
+        host.publish(
+            &job,
+            crate::events::EventKind::Log {
+                level: "warn".to_string(),
+                message,
+            },
+        );
+    })
 }
 
 /// Keep the job's state in step with its programs: `queued` while its only
@@ -435,6 +465,8 @@ impl HostChild for PluginState {
         })
     }
 
+    /// The names whether or not the files exist: each is created with the
+    /// first output on its stream.
     async fn log_files(
         &mut self,
         child: Resource<ChildHandle>,

@@ -12,6 +12,12 @@
 //! (see `kiln_confine::Spawner`). Rlimits are per process, so a policy with
 //! any goes through the helper.
 //!
+//! The policy depends only on the job (its directories and grants) and the
+//! program, so it is worked out on a job's first spawn of a program and
+//! kept for the job's later spawns of it; a spawn then only checks that
+//! what the policy was built from still holds (a left-out path still
+//! missing, the shared network namespace still the same).
+//!
 //! Where the helper or the kernel features are missing, the host says so
 //! once and runs programs unconfined, unless confinement is required (the
 //! `--require-confinement` flag or `require_confinement` in the grants), in
@@ -20,8 +26,9 @@
 use crate::engine::lock;
 use crate::job::Job;
 use kiln_confine::{Network, Policy, Rlimits, SharedNetns, Spawner};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, Weak};
 
 /// Where to find the helper: `$KILN_CONFINE_HELPER`, else `kiln-confine`
 /// beside the running executable, else where the build put it.
@@ -59,6 +66,24 @@ pub struct Confinement {
     netns: Mutex<Option<SharedNetns>>,
     warned: Once,
     warned_thread: Once,
+    /// The confinement worked out for each program of each live job, keyed
+    /// by the job's address (the entry's `Weak` keeps that address from
+    /// being reused while the entry exists).
+    cache: Mutex<HashMap<usize, Vec<Cached>>>,
+}
+
+/// How one program of one job was confined, for its next spawn.
+struct Cached {
+    job: Weak<Job>,
+    program: PathBuf,
+    /// Paths the policy left out because they did not exist: one that
+    /// appears means the policy changes.
+    missing: Vec<PathBuf>,
+    helper: PathBuf,
+    policy: Policy,
+    /// The job's spawner thread for the policy; `None` goes through the
+    /// helper. Weak: the spawner ends with the job, whatever is cached.
+    spawner: Option<Weak<Spawner>>,
 }
 
 impl Confinement {
@@ -83,6 +108,7 @@ impl Confinement {
             netns: Mutex::new(None),
             warned: Once::new(),
             warned_thread: Once::new(),
+            cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -92,19 +118,84 @@ impl Confinement {
     /// run at all.
     pub fn confine(
         &self,
-        job: &Job,
+        job: &Arc<Job>,
         program: &Path,
         cgroups: Option<&super::cgroup::CgroupRoot>,
     ) -> Result<Option<Confined>, String> {
-        let Some((helper, policy)) = self.policy_for(job, program)? else {
+        if let Some(confined) = self.cached(job, program) {
+            return Ok(Some(confined));
+        }
+        let Some((helper, policy, missing)) = self.policy_for(job, program)? else {
             return Ok(None);
         };
+        let confined = self.spawner_or_helper(job, helper.clone(), policy.clone(), cgroups);
+        let spawner = match &confined {
+            Confined::Thread(s) => Some(Arc::downgrade(s)),
+            Confined::Helper { .. } => None,
+        };
+        let mut cache = lock(&self.cache);
+        // Entries of ended jobs go; their spawners have ended already.
+        cache.retain(|_, entries| entries.iter().any(|e| e.job.strong_count() > 0));
+        let entries = cache.entry(Arc::as_ptr(job) as usize).or_default();
+        entries.retain(|e| e.program != program);
+        entries.push(Cached {
+            job: Arc::downgrade(job),
+            program: program.to_path_buf(),
+            missing,
+            helper,
+            policy,
+            spawner,
+        });
+        Ok(Some(confined))
+    }
+
+    /// The confinement worked out for an earlier spawn of `program` in
+    /// `job`, if nothing it was built from has changed since.
+    fn cached(&self, job: &Arc<Job>, program: &Path) -> Option<Confined> {
+        let cache = lock(&self.cache);
+        let entry = cache
+            .get(&(Arc::as_ptr(job) as usize))?
+            .iter()
+            .find(|e| e.program == program && e.job.as_ptr() == Arc::as_ptr(job))?;
+        if entry.missing.iter().any(|p| p.exists()) {
+            return None;
+        }
+        if !job.grants.network && self.shared_netns(&entry.helper) != entry.policy.network {
+            return None;
+        }
+        match &entry.spawner {
+            Some(spawner) => spawner.upgrade().map(Confined::Thread),
+            // The helper opens every granted path on each spawn: one that
+            // has gone since would fail it, where a fresh policy leaves it
+            // out.
+            None => entry
+                .policy
+                .read_only
+                .iter()
+                .chain(&entry.policy.read_write)
+                .all(|p| p.exists())
+                .then(|| Confined::Helper {
+                    helper: entry.helper.clone(),
+                    policy: entry.policy.clone(),
+                }),
+        }
+    }
+
+    /// The job's spawner thread for `policy` (started on first use) where
+    /// the policy allows one, else the helper.
+    fn spawner_or_helper(
+        &self,
+        job: &Job,
+        helper: PathBuf,
+        policy: Policy,
+        cgroups: Option<&super::cgroup::CgroupRoot>,
+    ) -> Confined {
         if Spawner::eligible(&policy).is_err() {
-            return Ok(Some(Confined::Helper { helper, policy }));
+            return Confined::Helper { helper, policy };
         }
         let mut spawners = lock(&job.spawners);
         if let Some(s) = spawners.get(&policy) {
-            return Ok(Some(Confined::Thread(s.clone())));
+            return Confined::Thread(s.clone());
         }
         match Spawner::start(&policy) {
             Ok(spawner) => {
@@ -116,16 +207,22 @@ impl Confinement {
                 job.with_cgroup(cgroups, |cg| cg.adopt_thread(spawner.tid()));
                 let spawner = Arc::new(spawner);
                 spawners.insert(policy, spawner.clone());
-                Ok(Some(Confined::Thread(spawner)))
+                Confined::Thread(spawner)
             }
             // The helper applies the same policy, only slower.
-            Err(_) => Ok(Some(Confined::Helper { helper, policy })),
+            Err(_) => Confined::Helper { helper, policy },
         }
     }
 
-    /// The helper and policy for `program` of `job`; `Ok(None)` runs it
-    /// unconfined (after a one-time warning); `Err` is why it must not run.
-    fn policy_for(&self, job: &Job, program: &Path) -> Result<Option<(PathBuf, Policy)>, String> {
+    /// The helper and policy for `program` of `job`, and the paths left out
+    /// of it because they do not exist; `Ok(None)` runs it unconfined (after
+    /// a one-time warning); `Err` is why it must not run.
+    #[allow(clippy::type_complexity)]
+    fn policy_for(
+        &self,
+        job: &Job,
+        program: &Path,
+    ) -> Result<Option<(PathBuf, Policy, Vec<PathBuf>)>, String> {
         let require = self.require || job.grants.require_confinement;
         if let Some(gap) = &self.gap {
             if require {
@@ -154,8 +251,16 @@ impl Confinement {
         read_write.push(job.dir.clone());
         read_write.extend(job.grants.write_dirs.iter().map(PathBuf::from));
         // A granted path that does not exist would fail every spawn.
-        read_only.retain(|p| p.exists());
-        read_write.retain(|p| p.exists());
+        let mut missing = Vec::new();
+        for paths in [&mut read_only, &mut read_write] {
+            paths.retain(|p| {
+                let exists = p.exists();
+                if !exists {
+                    missing.push(p.clone());
+                }
+                exists
+            });
+        }
         let limits = &job.grants.limits;
         let policy = Policy {
             read_only,
@@ -174,7 +279,7 @@ impl Confinement {
             },
             require,
         };
-        Ok(Some((helper, policy)))
+        Ok(Some((helper, policy, missing)))
     }
 
     /// Join the host's empty namespace, started on first use; a private one

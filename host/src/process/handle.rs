@@ -7,6 +7,7 @@ pub struct ChildHandle {
     /// Process number within the job, from 1.
     pub number: u32,
     pub process: Arc<ProcessShared>,
-    /// Job-directory-relative names of the stdout and stderr logs.
+    /// Job-directory-relative names of the stdout and stderr logs; a file
+    /// exists once its stream has had output.
     pub logs: (String, String),
 }

@@ -1,5 +1,6 @@
 //! Native program execution: spawn without a shell, stream stdout and stderr
-//! into log files as they are produced while keeping a capped copy in memory,
+//! into log files as they are produced (each file created with its stream's
+//! first output) while keeping a capped copy in memory,
 //! enforce a timeout on the whole process group, and report exactly one
 //! outcome.
 //!
@@ -22,9 +23,9 @@ mod supervise;
 pub use capture::Captured;
 pub use confinement::{Confined, Confinement, find_helper};
 pub use handle::ChildHandle;
-pub use output::{LineSink, MAX_LINE};
+pub use output::{LineSink, MAX_LINE, WarningSink};
 
-use output::{LineSplitter, drain};
+use output::{LazyLog, LineSplitter, drain};
 use supervise::{supervise, wait_stop};
 
 use crate::engine::lock;
@@ -68,7 +69,10 @@ pub struct SpawnSpec {
     pub cwd: PathBuf,
     /// File fed to stdin; `None` is /dev/null.
     pub stdin: Option<PathBuf>,
+    /// Where stdout goes, created (or appended to) with its first byte: a
+    /// program that writes nothing on stdout leaves no file.
     pub stdout_log: PathBuf,
+    /// The same for stderr.
     pub stderr_log: PathBuf,
     pub timeout: Option<Duration>,
     /// Bytes of each stream kept in memory for the plugin to read back.
@@ -85,6 +89,9 @@ pub struct SpawnSpec {
     pub adopt_after_spawn: bool,
     /// Receives each line of output as it is produced (`true` for stderr).
     pub on_line: Option<LineSink>,
+    /// Receives warnings about the output (a log file that cannot be
+    /// created or written); `None` prints them on the host's stderr.
+    pub on_warning: Option<WarningSink>,
 }
 
 /// Why the supervisor stopped a program.
@@ -219,7 +226,7 @@ async fn run(
         };
         permits.push(permit);
     }
-    let (mut child, stdout_log, stderr_log) = match start(&spec) {
+    let mut child = match start(&spec).await {
         Ok(started) => started,
         Err(why) => return Outcome::SpawnFailed(why),
     };
@@ -235,32 +242,51 @@ async fn run(
             overlong: false,
         })
     };
-    let drain_out = tokio::spawn(drain(
+    // Both streams are drained by this task, next to the supervision: no
+    // task of their own to start and hand the end over from.
+    let drain_out = drain(
         child.stdout.take(),
-        stdout_log,
+        LazyLog::new(spec.stdout_log.clone()),
         shared.clone(),
         false,
         splitter(false),
-    ));
-    let drain_err = tokio::spawn(drain(
+        spec.on_warning.clone(),
+    );
+    let drain_err = drain(
         child.stderr.take(),
-        stderr_log,
+        LazyLog::new(spec.stderr_log.clone()),
         shared.clone(),
         true,
         splitter(true),
-    ));
-    let outcome = supervise(&mut child, shared, spec.timeout, spec.grace).await;
+        spec.on_warning.clone(),
+    );
+    let mut drains = Box::pin(async move {
+        tokio::join!(drain_out, drain_err);
+    });
+    let mut drained = false;
+    let outcome = {
+        let supervised = supervise(&mut child, shared, spec.timeout, spec.grace);
+        tokio::pin!(supervised);
+        loop {
+            tokio::select! {
+                outcome = &mut supervised => break outcome,
+                () = &mut drains, if !drained => drained = true,
+            }
+        }
+    };
     // The program is gone: its slots go to the next in the queue.
     drop(permits);
     // Pipes close when the last holder exits; the group was killed, so
     // this is quick. A holder outside the group (a setsid escapee) keeps
     // them open until the job's end kills it: the drains go on in the
     // background, and the outcome does not wait for them.
-    let drained = async {
-        let _ = drain_out.await;
-        let _ = drain_err.await;
-    };
-    let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, drained).await;
+    if !drained
+        && tokio::time::timeout(DRAIN_AFTER_EXIT, &mut drains)
+            .await
+            .is_err()
+    {
+        tokio::spawn(drains);
+    }
     if matches!(spec.confine, Some(Confined::Helper { .. })) {
         helper_failure(shared, outcome)
     } else {
@@ -268,11 +294,8 @@ async fn run(
     }
 }
 
-/// Open the logs and stdin and spawn the program (through the helper when
-/// confined).
-fn start(
-    spec: &SpawnSpec,
-) -> Result<(tokio::process::Child, std::fs::File, std::fs::File), String> {
+/// Open stdin and spawn the program (through the helper when confined).
+async fn start(spec: &SpawnSpec) -> Result<tokio::process::Child, String> {
     let stdin = match &spec.stdin {
         Some(path) => Stdio::from(
             std::fs::File::open(path)
@@ -280,10 +303,6 @@ fn start(
         ),
         None => Stdio::null(),
     };
-    let stdout_log =
-        create_log(&spec.stdout_log).map_err(|e| format!("cannot create log file: {e}"))?;
-    let stderr_log =
-        create_log(&spec.stderr_log).map_err(|e| format!("cannot create log file: {e}"))?;
     // A missing or non-executable program is told apart here, clearly,
     // rather than from the helper's exit status.
     check_executable(&spec.program)?;
@@ -315,13 +334,20 @@ fn start(
         Some(Confined::Thread(spawner)) => {
             // The child is created by the confined thread and inherits its
             // confinement; the runtime handle lets it register the child.
+            // This task waits without holding up its worker thread, which
+            // goes on with other programs' output and ends meanwhile.
             let handle = tokio::runtime::Handle::current();
+            let (tx, rx) = tokio::sync::oneshot::channel();
             spawner
-                .run(move || {
+                .submit(move || {
                     let _runtime = handle.enter();
-                    cmd.spawn()
+                    // Unclaimed (this task is gone), the child is killed
+                    // as it is dropped.
+                    let _ = tx.send(cmd.spawn());
                 })
-                .map_err(|e| format!("failed to spawn through the confined thread: {e}"))?
+                .map_err(|e| format!("failed to spawn through the confined thread: {e}"))?;
+            rx.await
+                .map_err(|_| "the confined thread failed to spawn the program".to_string())?
         }
         _ => cmd.spawn(),
     };
@@ -333,7 +359,7 @@ fn start(
             let _ = std::fs::write(dir.join("cgroup.procs"), pid.to_string());
         }
     }
-    Ok((child, stdout_log, stderr_log))
+    Ok(child)
 }
 
 /// Mark every descriptor above 2 close-on-exec. Descriptors the host was
@@ -359,13 +385,6 @@ pub fn close_inherited_fds_on_exec() {
             }
         }
     }
-}
-
-fn create_log(path: &PathBuf) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
 }
 
 /// The helper exits 126 (confinement failed) or 127 (exec failed) with a
@@ -410,5 +429,71 @@ fn spawn_error_text(program: &std::path::Path, e: &std::io::Error) -> String {
             )
         }
         _ => format!("{}: {e}", program.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(dir: &std::path::Path, script: &str) -> SpawnSpec {
+        SpawnSpec {
+            program: PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), script.into()],
+            env: Vec::new(),
+            cwd: dir.to_path_buf(),
+            stdin: None,
+            stdout_log: dir.join("log.txt"),
+            stderr_log: dir.join("log_err.txt"),
+            timeout: Some(Duration::from_secs(30)),
+            capture_limit: 1 << 20,
+            grace: Duration::from_secs(1),
+            confine: None,
+            cgroups: None,
+            adopt_after_spawn: false,
+            on_line: None,
+            on_warning: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_log_file_appears_with_the_first_output_on_its_stream() {
+        let tmp = tempfile::tempdir().unwrap();
+        let quiet = spawn(sh(tmp.path(), "exit 0"), Gate::default(), Box::new(|_| {}));
+        assert_eq!(quiet.wait().await, Outcome::Exited(0));
+        assert!(!tmp.path().join("log.txt").exists());
+        assert!(!tmp.path().join("log_err.txt").exists());
+
+        let p = spawn(
+            sh(tmp.path(), "echo oops >&2"),
+            Gate::default(),
+            Box::new(|_| {}),
+        );
+        assert_eq!(p.wait().await, Outcome::Exited(0));
+        assert!(!tmp.path().join("log.txt").exists());
+        assert_eq!(
+            std::fs::read(tmp.path().join("log_err.txt")).unwrap(),
+            b"oops\n"
+        );
+        assert_eq!(p.captured(true).data, b"oops\n");
+    }
+
+    #[tokio::test]
+    async fn a_log_that_cannot_be_created_is_reported_and_the_output_kept_in_memory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let warnings = Arc::new(Mutex::new(Vec::<String>::new()));
+        let w = warnings.clone();
+        let mut spec = sh(tmp.path(), "echo one; echo two");
+        spec.stdout_log = tmp.path().join("gone/log.txt");
+        spec.on_warning = Some(Arc::new(move |m: &str| lock(&w).push(m.to_string())));
+        let p = spawn(spec, Gate::default(), Box::new(|_| {}));
+        assert_eq!(p.wait().await, Outcome::Exited(0));
+        assert_eq!(p.captured(false).data, b"one\ntwo\n");
+        let warnings = lock(&warnings).clone();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("cannot create") && warnings[0].contains("gone/log.txt"),
+            "{warnings:?}"
+        );
     }
 }

@@ -1,11 +1,77 @@
 //! A program's output on its way out: drained from its pipes into the log
 //! files as produced, copied (capped) into memory for the plugin, and split
 //! into lines for live events.
+//!
+//! A log file is created when the first bytes of its stream arrive, so a
+//! program that writes nothing on a stream leaves no file for it (creating
+//! two files per program was most of what starting a short program cost).
 
 use super::ProcessShared;
 use crate::engine::lock;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Receives a warning about a program's output that nobody would otherwise
+/// see (its log file could not be created or written).
+pub type WarningSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Say `message` through `sink`, or on the host's stderr without one.
+pub(super) fn warn(sink: Option<&WarningSink>, message: &str) {
+    match sink {
+        Some(sink) => sink(message),
+        None => eprintln!("kiln: warning: {message}"),
+    }
+}
+
+/// A log file, created (or appended to) on the first write.
+pub(super) struct LazyLog {
+    path: PathBuf,
+    file: LogFile,
+}
+
+enum LogFile {
+    NotYet,
+    Open(std::fs::File),
+    /// Creating or writing it failed (and was reported): the output goes on
+    /// to memory only, so the file never has a gap in the middle.
+    Failed,
+}
+
+impl LazyLog {
+    pub(super) fn new(path: PathBuf) -> LazyLog {
+        LazyLog {
+            path,
+            file: LogFile::NotYet,
+        }
+    }
+
+    /// Append `bytes`; the first failure is returned as a message, later
+    /// writes are dropped silently.
+    fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+        use std::io::Write;
+        if let LogFile::NotYet = self.file {
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+            {
+                Ok(f) => self.file = LogFile::Open(f),
+                Err(e) => {
+                    self.file = LogFile::Failed;
+                    return Err(format!("cannot create {}: {e}", self.path.display()));
+                }
+            }
+        }
+        let LogFile::Open(f) = &mut self.file else {
+            return Ok(());
+        };
+        f.write_all(bytes).map_err(|e| {
+            self.file = LogFile::Failed;
+            format!("cannot write {}: {e}", self.path.display())
+        })
+    }
+}
 
 /// Where live output lines go.
 #[derive(Clone)]
@@ -82,20 +148,22 @@ const BIG_CHUNK: usize = 1 << 20;
 
 pub(super) async fn drain(
     pipe: Option<impl AsyncRead + Unpin + std::os::fd::AsRawFd>,
-    mut log: std::fs::File,
+    mut log: LazyLog,
     shared: Arc<ProcessShared>,
     stderr: bool,
     mut lines: Option<LineSplitter>,
+    warnings: Option<WarningSink>,
 ) {
-    use std::io::Write;
     let Some(mut pipe) = pipe else { return };
-    let mut buf = vec![0u8; FIRST_CHUNK];
+    // Read into spare capacity: nothing is zeroed that no output fills.
+    let mut buf: Vec<u8> = Vec::with_capacity(FIRST_CHUNK);
     loop {
-        let n = match pipe.read(&mut buf).await {
+        buf.clear();
+        let n = match pipe.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if n == buf.len() && buf.len() < BIG_CHUNK {
+        if n >= FIRST_CHUNK && buf.capacity() < BIG_CHUNK {
             // SAFETY: F_SETPIPE_SZ only resizes the pipe's buffer; failure
             // (above the system's pipe-max-size) keeps the default.
             unsafe {
@@ -105,16 +173,21 @@ pub(super) async fn drain(
                     BIG_CHUNK as libc::c_int,
                 );
             }
-            let mut bigger = vec![0u8; BIG_CHUNK];
-            bigger[..n].copy_from_slice(&buf[..n]);
-            buf = bigger;
+            buf.reserve_exact(BIG_CHUNK - n);
         }
         // Written as produced, so the log on disk is the full record even if
         // the job dies later. A write to a regular file lands in the page
         // cache at once; handing it to another thread costs more than it.
-        if log.write_all(&buf[..n]).is_err() {
+        if let Err(why) = log.write(&buf[..n]) {
             // Disk trouble: keep draining so the program never blocks on a
             // full pipe; the capture still holds what fits.
+            let stream = if stderr { "stderr" } else { "stdout" };
+            warn(
+                warnings.as_ref(),
+                &format!(
+                    "{why}; the program's {stream} from here on is kept only in memory, up to the output limit"
+                ),
+            );
         }
         let cap = if stderr {
             &shared.stderr
@@ -139,6 +212,22 @@ pub(super) async fn drain(
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    #[test]
+    fn a_log_is_created_on_the_first_write_and_a_failure_is_reported_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("log.txt");
+        let mut log = LazyLog::new(path.clone());
+        assert!(!path.exists());
+        log.write(b"one ").unwrap();
+        log.write(b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"one two");
+
+        let mut log = LazyLog::new(tmp.path().join("missing/log.txt"));
+        let why = log.write(b"lost").unwrap_err();
+        assert!(why.contains("cannot create"), "{why}");
+        assert!(log.write(b"more").is_ok());
+    }
 
     fn split(chunks: &[&[u8]]) -> Vec<(bool, String)> {
         let got = Arc::new(Mutex::new(Vec::new()));

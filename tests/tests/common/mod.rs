@@ -213,12 +213,27 @@ pub fn processes_under(dir: &Path) -> Vec<(u32, String)> {
     out
 }
 
-/// Wait (up to 20 s) until `path` exists: a program has started once its
-/// log file is there.
-pub async fn wait_for_file(path: &Path) {
+/// A program's log file in `dir`; a missing one is empty (it is created
+/// with the program's first output on its stream).
+pub fn read_log(dir: &Path, name: &str) -> Vec<u8> {
+    match std::fs::read(dir.join(name)) {
+        Ok(data) => data,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("cannot read {}: {e}", dir.join(name).display()),
+    }
+}
+
+/// Wait (up to 20 s) until a program runs with its working directory in
+/// `dir` (a job directory): the program has started. (Its log files are no
+/// sign: they appear with its first output.)
+pub async fn wait_for_program(dir: &Path) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !path.exists() && std::time::Instant::now() < deadline {
+    while processes_under(dir).is_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert!(path.exists(), "{} did not appear", path.display());
+    assert!(
+        !processes_under(dir).is_empty(),
+        "no program started in {}",
+        dir.display()
+    );
 }
