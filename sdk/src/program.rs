@@ -177,7 +177,9 @@ impl Finished {
         String::from_utf8_lossy(&self.child.output(OutputStream::Stderr).data).into_owned()
     }
 
-    /// Job-directory-relative names of the stdout and stderr log files.
+    /// Job-directory-relative names of the stdout and stderr log files. A
+    /// file is created with the first output on its stream: a program that
+    /// wrote nothing there leaves none.
     pub fn log_files(&self) -> (String, String) {
         self.child.log_files()
     }
