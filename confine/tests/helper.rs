@@ -2,27 +2,21 @@
 //! built binary the way the host does and asks a small program to step
 //! outside its policy. They need Landlock and network namespaces (root here).
 
+mod common;
+
+use common::{HELPER, Run, accepted, connect_script, finish, unique};
 use kiln_confine::{
     EXIT_CONFINE_FAILED, EXIT_EXEC_FAILED, Enforcement, NetnsSupport, Network, NetworkApplied,
     POLICY_ENV, Policy, STDERR_PREFIX, SharedNetns, system_read_only_paths,
     system_read_write_paths,
 };
-use std::io::Read;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const HELPER: &str = env!("CARGO_BIN_EXE_kiln-confine");
-
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
 
 fn policy(read_write: &Path) -> Policy {
     let mut p = Policy::system();
@@ -40,52 +34,14 @@ fn run(policy: &Policy, program: &str, args: &[&str]) -> Run {
     wait(confined(policy, program, args))
 }
 
-/// Runs to completion with a 30 s bound, so a confinement bug that lets a
-/// program hang fails the test instead of the suite.
 fn wait(mut cmd: Command) -> Run {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("confined program did not finish within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Run {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-fn unique(prefix: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    PathBuf::from(format!("/tmp/{prefix}-{}-{nanos}", std::process::id()))
+    finish(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 #[test]
@@ -145,23 +101,6 @@ fn writes_only_land_in_the_read_write_tree() {
     );
     assert!(r.status.success(), "{}", r.stderr);
     assert_eq!(std::fs::read_to_string(&inside).unwrap(), "kept\n");
-}
-
-/// bash's /dev/tcp: the redirection's connect happens in bash itself.
-fn connect_script(port: u16) -> String {
-    format!("echo hello > /dev/tcp/127.0.0.1/{port}")
-}
-
-fn accepted(listener: &TcpListener) -> bool {
-    listener.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        if listener.accept().is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
 }
 
 #[test]

@@ -3,6 +3,9 @@
 //! be. These need root (the spawner refuses hosts without capabilities),
 //! Landlock and network namespaces.
 
+mod common;
+
+use common::{HELPER, Run, accepted, connect_script, finish, unique};
 use kiln_confine::{
     ConfineError, Enforcement, Network, NetworkApplied, Policy, SharedNetns, Spawner,
 };
@@ -10,12 +13,10 @@ use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-const HELPER: &str = env!("CARGO_BIN_EXE_kiln-confine");
+use std::time::Duration;
 
 fn is_root() -> bool {
     // SAFETY: getuid cannot fail.
@@ -70,64 +71,8 @@ fn started(spawner: &Spawner) -> Child {
     child
 }
 
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Waits at most 30 s, so a confinement bug that lets a program hang fails
-/// the test instead of the suite.
-fn finish(mut child: Child) -> Run {
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("program did not finish within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Run {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
 fn run(spawner: &Spawner, program: &str, args: &[&str]) -> Run {
     finish(spawn_in(spawner, command(program, args)))
-}
-
-fn connect_script(port: u16) -> String {
-    format!("echo hello > /dev/tcp/127.0.0.1/{port}")
-}
-
-fn accepted(listener: &TcpListener) -> bool {
-    listener.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        if listener.accept().is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
 }
 
 /// `name: value` lines of /proc/<pid>/status, read from outside the program
@@ -147,14 +92,6 @@ fn field(status: &[(String, String)], name: &str) -> String {
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.clone())
         .unwrap_or_else(|| panic!("no {name} in status"))
-}
-
-fn unique(prefix: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    PathBuf::from(format!("/tmp/{prefix}-{}-{nanos}", std::process::id()))
 }
 
 #[test]
