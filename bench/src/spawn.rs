@@ -225,7 +225,7 @@ impl SpawnBench {
                 let netns = SharedNetns::start(&helper).ok();
                 let network = netns.as_ref().map_or(Network::Denied, |n| n.network());
                 let mut read_only = kiln_confine::system_read_only_paths();
-                read_only.push(install_prefix(&program));
+                read_only.push(kiln_host::process::install_prefix(&program));
                 read_only.push(layer_dir.clone());
                 let mut read_write = kiln_confine::system_read_write_paths();
                 read_write.push(layer_dir.clone());
@@ -483,18 +483,6 @@ fn floor(program: &Path, n: usize, c: usize, files: Option<&Path>) -> Result<Dur
         Ok::<(), anyhow::Error>(())
     })?;
     Ok(start.elapsed())
-}
-
-/// `$PREFIX` for `$PREFIX/bin/prog`, else the program's directory (as the
-/// host's confinement does).
-fn install_prefix(program: &Path) -> PathBuf {
-    let dir = program.parent().unwrap_or(Path::new("/"));
-    match (dir.file_name(), dir.parent()) {
-        (Some(name), Some(prefix)) if name == "bin" && prefix != Path::new("/") => {
-            prefix.to_path_buf()
-        }
-        _ => dir.to_path_buf(),
-    }
 }
 
 pub fn remove_dir(dir: &Path) {

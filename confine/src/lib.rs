@@ -149,15 +149,7 @@ pub fn apply(policy: &Policy) -> Result<Applied, ConfineError> {
         }
     };
     // The landlock crate sets it too, except when Landlock is unavailable.
-    // SAFETY: prctl with integer arguments only.
-    let no_new_privs = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == 0;
-    if !no_new_privs {
-        error::degrade(
-            policy.require,
-            &mut warnings,
-            ConfineError::NoNewPrivs(io::Error::last_os_error()),
-        )?;
-    }
+    let no_new_privs = set_no_new_privs(policy.require, &mut warnings)?;
     Ok(Applied {
         landlock,
         network,
@@ -166,6 +158,24 @@ pub fn apply(policy: &Policy) -> Result<Applied, ConfineError> {
         no_new_privs,
         warnings,
     })
+}
+
+/// Set no_new_privs on the calling thread (and what it execs); whether it
+/// took. Failing is an error only when confinement is required.
+pub(crate) fn set_no_new_privs(
+    require: bool,
+    warnings: &mut Vec<String>,
+) -> Result<bool, ConfineError> {
+    // SAFETY: prctl with integer arguments only.
+    let set = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == 0;
+    if !set {
+        error::degrade(
+            require,
+            warnings,
+            ConfineError::NoNewPrivs(io::Error::last_os_error()),
+        )?;
+    }
+    Ok(set)
 }
 
 /// Install, on the calling thread and what it execs, the seccomp shield that

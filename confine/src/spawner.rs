@@ -98,8 +98,7 @@
 //! running then are re-parented to another thread of the host, where
 //! `waitpid` and pidfds keep working.
 
-use crate::{Applied, ConfineError, Network, Policy, Rlimits, caps, error, filesystem, netns};
-use std::io;
+use crate::{Applied, ConfineError, Network, Policy, Rlimits, caps, filesystem, netns};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::mpsc;
@@ -330,15 +329,7 @@ fn confine_this_thread(policy: &Policy) -> Result<(Applied, i32), ConfineError> 
         ));
     }
 
-    // SAFETY: prctl with integer arguments only.
-    let no_new_privs = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == 0;
-    if !no_new_privs {
-        error::degrade(
-            policy.require,
-            &mut warnings,
-            ConfineError::NoNewPrivs(io::Error::last_os_error()),
-        )?;
-    }
+    let no_new_privs = crate::set_no_new_privs(policy.require, &mut warnings)?;
     crate::seccomp::shield(pid, tid)?;
     Ok((
         Applied {

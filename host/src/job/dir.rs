@@ -67,10 +67,24 @@ pub fn allocate_top_level(jobs_dir: &Path) -> Result<(u32, PathBuf), JobDirError
 /// Write a file in a job directory: temp file, fsync, rename, so a reader
 /// (or a crash) never sees half a file.
 pub(crate) fn write_file(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<()> {
+    replace_file(dir, name, contents, true)
+}
+
+/// Replace a file whole (temp file, then rename), so that a reader, or a
+/// host killed meanwhile, never sees half of it; `sync` also guards against
+/// the machine going down, at the cost of an fsync.
+pub(crate) fn replace_file(
+    dir: &Path,
+    name: &str,
+    contents: &[u8],
+    sync: bool,
+) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(contents)?;
-    f.sync_all()?;
+    if sync {
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, dir.join(name))
 }
 

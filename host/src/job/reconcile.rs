@@ -21,8 +21,7 @@ pub(crate) struct StartedJobs {
 /// `<pid>-<start time in clock ticks since boot>`: unique among live and
 /// past processes (a pid alone is reused).
 fn process_key(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let start = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?;
+    let start = crate::process::cgroup::start_time(pid)?;
     Some(format!("{pid}-{start}"))
 }
 
@@ -124,12 +123,8 @@ fn mark_interrupted(dir: &Path) -> std::io::Result<bool> {
         "the host running this job ended before the job did (killed or crashed); run it again to resume"
             .into();
     record["ended"] = now.into();
-    let tmp = dir.join(format!(".{RECORD_FILE}.tmp"));
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?,
-    )?;
-    std::fs::rename(&tmp, &path)?;
+    let text = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
+    super::dir::replace_file(dir, RECORD_FILE, &text, false)?;
     Ok(true)
 }
 

@@ -91,7 +91,5 @@ impl JobRecord {
 pub(crate) fn write(job: &Job, result: Option<&JobResult>) -> std::io::Result<()> {
     let record = JobRecord::of(job, result);
     let text = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
-    let tmp = job.dir.join(format!(".{RECORD_FILE}.tmp"));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, job.dir.join(RECORD_FILE))
+    super::dir::replace_file(&job.dir, RECORD_FILE, &text, false)
 }

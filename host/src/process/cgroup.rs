@@ -176,8 +176,9 @@ fn pid_namespace() -> Option<String> {
     )
 }
 
-/// A process's start time, in clock ticks since boot.
-fn start_time(pid: u32) -> Option<String> {
+/// A process's start time, in clock ticks since boot: with its pid, it
+/// names the process among every one that ever ran on the machine.
+pub(crate) fn start_time(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     Some(
         stat.rsplit_once(')')?

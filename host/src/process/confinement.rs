@@ -304,7 +304,7 @@ impl Confinement {
 
 /// The directory a program is installed under: `$PREFIX` for
 /// `$PREFIX/bin/prog`, else the program's own directory.
-fn install_prefix(program: &Path) -> PathBuf {
+pub fn install_prefix(program: &Path) -> PathBuf {
     let dir = program.parent().unwrap_or(Path::new("/"));
     match (dir.file_name(), dir.parent()) {
         (Some(name), Some(prefix)) if name == "bin" && prefix != Path::new("/") => {

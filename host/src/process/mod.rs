@@ -21,7 +21,7 @@ mod output;
 mod supervise;
 
 pub use capture::Captured;
-pub use confinement::{Confined, Confinement, find_helper};
+pub use confinement::{Confined, Confinement, find_helper, install_prefix};
 pub use handle::ChildHandle;
 pub use output::{LineSink, MAX_LINE, WarningSink};
 
