@@ -76,8 +76,11 @@ pub(crate) struct HostShared {
     pub cgroups: Option<crate::process::cgroup::CgroupRoot>,
     pub events: EventBus,
     pub jobs_dir: PathBuf,
-    /// Succeeded jobs by fingerprint; `None` when resuming is off.
-    pub finished: Option<crate::job::resume::FinishedIndex>,
+    /// Succeeded jobs by fingerprint, kept even when resuming is off, so
+    /// that a later run can reuse what a `--fresh` one did.
+    pub finished: crate::job::resume::FinishedIndex,
+    /// Reuse finished steps ([`HostConfig::resume`]).
+    pub resume: bool,
     /// The job directories this host started, for the next host to
     /// reconcile should this one die.
     pub started_jobs: crate::job::reconcile::StartedJobs,
@@ -244,9 +247,8 @@ impl Host {
                     config.max_running_processes.max(1),
                 )),
                 events: EventBus::default(),
-                finished: config
-                    .resume
-                    .then(|| crate::job::resume::FinishedIndex::new(&config.jobs_dir)),
+                finished: crate::job::resume::FinishedIndex::new(&config.jobs_dir),
+                resume: config.resume,
                 started_jobs: crate::job::reconcile::StartedJobs::new(&config.jobs_dir),
                 jobs_dir: config.jobs_dir,
                 shutdown: CancellationToken::new(),

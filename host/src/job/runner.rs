@@ -53,52 +53,10 @@ async fn run(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotWait>) {
         )
         .await;
     }
-    if let (Some(fp), Some(_), Some(index)) = (&fingerprint, job.parent(), &host.finished)
-        && let Some((dir, record)) = index.find(fp, &job.dir)
+    if let Some(fp) = &fingerprint
+        && let Some(result) = try_reuse(&host, &job, fp).await
     {
-        let reused = {
-            let (job, record) = (job.clone(), record.clone());
-            tokio::task::spawn_blocking(move || reuse(&job, &dir, &record))
-                .await
-                .unwrap_or_else(|e| Err(format!("the copy panicked: {e}")))
-        };
-        match reused {
-            Ok(()) => {
-                // For whoever watches (the live tree), not a signal of the job's.
-                host.publish(
-                    &job,
-                    crate::events::EventKind::Progress {
-                        fraction: Some(1.0),
-                        phase: "reused".into(),
-                        message: format!("results of job {}", record.id),
-                    },
-                );
-                return finish(&host, &job, JobResult::succeeded()).await;
-            }
-            // The old job could not be taken over: run this one, in a
-            // clean directory.
-            Err(e) => {
-                if let Err(clean) = resume::empty_dir(&job.dir) {
-                    return finish(
-                        &host,
-                        &job,
-                        JobResult::failed(format!(
-                            "failed to clear {} after not reusing job {}: {clean}",
-                            job.dir.display(),
-                            record.id
-                        )),
-                    )
-                    .await;
-                }
-                host.publish(
-                    &job,
-                    crate::events::EventKind::Log {
-                        level: "warn".into(),
-                        message: format!("not reusing job {}: {e}", record.id),
-                    },
-                );
-            }
-        }
+        return finish(&host, &job, result).await;
     }
     // A step waits for a slot under its pipeline's cap.
     let _slot = match slot {
@@ -198,6 +156,54 @@ async fn code_identity(host: &HostShared, job: &Job) -> serde_json::Value {
         programs.insert(name.clone(), entry.unwrap_or_default());
     }
     serde_json::json!({"tasks": tasks, "programs": programs})
+}
+
+/// For a step, when resuming is on and a job that succeeded with the same
+/// fingerprint exists: take it over. `Some` is how the step ends; `None`
+/// runs it (in a clean directory if taking over failed half-way).
+async fn try_reuse(host: &Arc<HostShared>, job: &Arc<Job>, fingerprint: &str) -> Option<JobResult> {
+    job.parent()?;
+    if !host.resume {
+        return None;
+    }
+    let (dir, record) = host.finished.find(fingerprint, &job.dir)?;
+    let reused = {
+        let (job, record) = (job.clone(), record.clone());
+        tokio::task::spawn_blocking(move || reuse(&job, &dir, &record))
+            .await
+            .unwrap_or_else(|e| Err(format!("the copy panicked: {e}")))
+    };
+    match reused {
+        Ok(()) => {
+            // For whoever watches (the live tree), not a signal of the job's.
+            host.publish(
+                job,
+                crate::events::EventKind::Progress {
+                    fraction: Some(1.0),
+                    phase: "reused".into(),
+                    message: format!("results of job {}", record.id),
+                },
+            );
+            Some(JobResult::succeeded())
+        }
+        Err(e) => {
+            if let Err(clean) = resume::empty_dir(&job.dir) {
+                return Some(JobResult::failed(format!(
+                    "failed to clear {} after not reusing job {}: {clean}",
+                    job.dir.display(),
+                    record.id
+                )));
+            }
+            host.publish(
+                job,
+                crate::events::EventKind::Log {
+                    level: "warn".into(),
+                    message: format!("not reusing job {}: {e}", record.id),
+                },
+            );
+            None
+        }
+    }
 }
 
 /// Take over a finished job with the same fingerprint.
@@ -377,10 +383,10 @@ fn record_end(host: &Arc<HostShared>, job: &Arc<Job>, result: JobResult) {
     // The record says succeeded before the index names the job, so a
     // host killed in between leaves nothing pointing at an unfinished job.
     let recorded = record::write(job, Some(&result));
-    if let (Ok(()), FinishStatus::Succeeded, Some(fp), Some(index)) =
-        (&recorded, result.status, job.fingerprint(), &host.finished)
+    if let (Ok(()), FinishStatus::Succeeded, Some(fp)) =
+        (&recorded, result.status, job.fingerprint())
     {
-        if let Err(e) = index.add(&fp, &job.dir) {
+        if let Err(e) = host.finished.add(&fp, &job.dir) {
             eprintln!(
                 "kiln: failed to add job {} to the index of finished jobs: {e}",
                 job.id
