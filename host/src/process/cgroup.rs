@@ -178,15 +178,15 @@ fn pid_namespace() -> Option<String> {
 
 /// A process's start time, in clock ticks since boot: with its pid, it
 /// names the process among every one that ever ran on the machine.
+/// `None` when there is no such process or it has died and waits to be
+/// reaped (a killed host whose parent has not collected it yet is gone).
 pub(crate) fn start_time(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    Some(
-        stat.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(19)?
-            .to_string(),
-    )
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    if matches!(fields.next()?, "Z" | "X") {
+        return None;
+    }
+    Some(fields.nth(18)?.to_string())
 }
 
 /// Kill what the jobs of hosts that died without cleaning up (SIGKILL, a
@@ -294,4 +294,25 @@ fn mount_of(fstype: &str, controller: Option<&str>) -> Option<PathBuf> {
         }
         left.split_whitespace().nth(4).map(PathBuf::from)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_process_has_no_start_time_even_before_it_is_reaped() {
+        assert!(start_time(std::process::id()).is_some());
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Exited but not waited for: a zombie.
+        while !is_zombie(pid as i32) {
+            assert!(Instant::now() < deadline, "the child never ended");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(start_time(pid), None);
+        child.wait().unwrap();
+        assert_eq!(start_time(pid), None);
+    }
 }
