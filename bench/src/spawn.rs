@@ -6,7 +6,7 @@
 //!   (what creating a job's log files costs on this filesystem);
 //! - Kiln's process layer called directly (`kiln_host::process::spawn`, log
 //!   files, pipes, process group): unconfined; confined as the host does it
-//!   (a spawner thread that has confined itself, `kiln_confine::Spawner`);
+//!   (each program launched applying the policy to itself, `kiln_confine::Launcher`);
 //!   and confined through the `kiln-confine` helper, the host's path for
 //!   policies with rlimits;
 //! - Kiln through a plugin: the `probe` plugin's `spawn-many N C fake`
@@ -17,7 +17,7 @@
 use crate::ccp4i2::Ccp4i2;
 use crate::stats::{Table, median};
 use anyhow::{Context, Result, bail};
-use kiln_confine::{Network, Policy, Rlimits, SharedNetns, Spawner};
+use kiln_confine::{Launcher, Network, Policy, Rlimits, SharedNetns};
 use kiln_host::grants::Grants;
 use kiln_host::process::{Confined, Gate, Outcome, SpawnSpec};
 use kiln_host::registry::{ProgramEntry, Registry};
@@ -183,8 +183,8 @@ pub struct SpawnBench {
     /// For the process layer called directly, a policy built as the host
     /// builds one for a job (the system paths, the program's install
     /// prefix, the runs' directory read-write, no network), applied by a
-    /// spawner thread as the host does where it can ...
-    layer_thread: Option<Confined>,
+    /// launcher as the host does where it can ...
+    layer_launcher: Option<Confined>,
     /// ... and by the helper.
     layer_helper: Option<Confined>,
     /// How the host confines programs here, as one line.
@@ -213,55 +213,55 @@ impl SpawnBench {
 
         let layer_dir = scratch.join("layer");
         std::fs::create_dir_all(&layer_dir)?;
-        let (layer_helper, layer_thread, confinement, netns) = match kiln_host::process::find_helper(
-        ) {
-            None => (
-                None,
-                None,
-                "OFF: the helper kiln-confine was not found".to_string(),
-                None,
-            ),
-            Some(helper) => {
-                let netns = SharedNetns::start(&helper).ok();
-                let network = netns.as_ref().map_or(Network::Denied, |n| n.network());
-                let mut read_only = kiln_confine::system_read_only_paths();
-                read_only.push(kiln_host::process::install_prefix(&program));
-                read_only.push(layer_dir.clone());
-                let mut read_write = kiln_confine::system_read_write_paths();
-                read_write.push(layer_dir.clone());
-                let policy = Policy {
-                    read_only,
-                    read_write,
-                    rlimits: Rlimits::default(),
-                    network,
-                    require: false,
-                };
-                let (thread, how) = match Spawner::start(&policy) {
-                    Ok(s) => {
-                        let a = s.applied();
-                        let how = format!(
-                            "on: a confined spawner thread per job (Landlock ABI {} {:?}, network {:?}, no_new_privs {}); the helper {} for policies with rlimits",
-                            a.landlock.abi,
-                            a.landlock.enforcement,
-                            a.network,
-                            a.no_new_privs,
-                            helper.display()
-                        );
-                        (Some(Confined::Thread(Arc::new(s))), how)
-                    }
-                    Err(e) => (
-                        None,
-                        format!(
-                            "on: through the helper {} (no spawner thread: {e})",
-                            helper.display()
+        let (layer_helper, layer_launcher, confinement, netns) =
+            match kiln_host::process::find_helper() {
+                None => (
+                    None,
+                    None,
+                    "OFF: the helper kiln-confine was not found".to_string(),
+                    None,
+                ),
+                Some(helper) => {
+                    let netns = SharedNetns::start(&helper).ok();
+                    let network = netns.as_ref().map_or(Network::Denied, |n| n.network());
+                    let mut read_only = kiln_confine::system_read_only_paths();
+                    read_only.push(kiln_host::process::install_prefix(&program));
+                    read_only.push(layer_dir.clone());
+                    let mut read_write = kiln_confine::system_read_write_paths();
+                    read_write.push(layer_dir.clone());
+                    let policy = Policy {
+                        read_only,
+                        read_write,
+                        rlimits: Rlimits::default(),
+                        network,
+                        require: false,
+                    };
+                    let (launcher, how) = match Launcher::new(&policy) {
+                        Ok(l) => {
+                            let a = l.applied();
+                            let how = format!(
+                                "on: programs launched confined (Landlock ABI {} {:?}, network {:?}, no_new_privs {}); the helper {} where that is not possible",
+                                a.landlock.abi,
+                                a.landlock.enforcement,
+                                a.network,
+                                a.no_new_privs,
+                                helper.display()
+                            );
+                            (Some(Confined::Launcher(Arc::new(l))), how)
+                        }
+                        Err(e) => (
+                            None,
+                            format!(
+                                "on: through the helper {} (cannot launch directly: {e})",
+                                helper.display()
+                            ),
                         ),
-                    ),
-                };
-                let helper = Confined::Helper { helper, policy };
-                let thread = thread.or_else(|| Some(helper.clone()));
-                (Some(helper), thread, how, netns)
-            }
-        };
+                    };
+                    let helper = Confined::Helper { helper, policy };
+                    let launcher = launcher.or_else(|| Some(helper.clone()));
+                    (Some(helper), launcher, how, netns)
+                }
+            };
         Ok(SpawnBench {
             program,
             scratch: layer_dir,
@@ -270,7 +270,7 @@ impl SpawnBench {
             grants,
             plugin_limit,
             max_running: max_c,
-            layer_thread,
+            layer_launcher,
             layer_helper,
             confinement,
             _netns: netns,
@@ -305,7 +305,7 @@ impl SpawnBench {
             Variant::LayerUnconfined => self.layer(n, c, None).await?,
             Variant::LayerConfined | Variant::LayerHelper => {
                 let confine = if v == Variant::LayerConfined {
-                    &self.layer_thread
+                    &self.layer_launcher
                 } else {
                     &self.layer_helper
                 };
@@ -427,6 +427,7 @@ pub fn layer_spec(
         grace: KILL_GRACE,
         confine,
         cgroups: None,
+        cgroup_handles: None,
         adopt_after_spawn: false,
         on_line: None,
         on_warning: None,
@@ -463,7 +464,12 @@ fn floor(program: &Path, n: usize, c: usize, files: Option<&Path>) -> Result<Dur
                             ),
                             None => (Stdio::null(), Stdio::null()),
                         };
+                        // The environment a program gets from Kiln: a
+                        // cleared one (an inherited one can be costlier,
+                        // with cargo's LD_LIBRARY_PATH say).
                         let status = Command::new(program)
+                            .env_clear()
+                            .env("TMPDIR", std::env::temp_dir())
                             .stdin(Stdio::null())
                             .stdout(out)
                             .stderr(err)

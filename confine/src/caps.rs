@@ -54,6 +54,14 @@ pub(crate) fn permitted() -> Result<u64, ConfineError> {
     Ok(u64::from(data[0].permitted) | u64::from(data[1].permitted) << 32)
 }
 
+/// Whether the calling thread has capability `cap` in its effective set.
+pub(crate) fn effective(cap: u32) -> bool {
+    capget().is_ok_and(|d| {
+        let set = u64::from(d[0].effective) | u64::from(d[1].effective) << 32;
+        set & (1 << cap) != 0
+    })
+}
+
 /// Clears the ambient, inheritable and bounding sets. Returns whether the
 /// exec'd program is left without capabilities. For a caller with no
 /// permitted capabilities that is already so (with no_new_privs, file

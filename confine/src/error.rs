@@ -32,6 +32,10 @@ pub enum ConfineError {
     /// ([`crate::Spawner`]); the helper can still apply it.
     #[error("a spawner thread cannot apply this policy here: {0}")]
     NotForSpawner(String),
+    /// The policy, or this host, does not allow launching programs
+    /// directly ([`crate::Launcher`]); the helper can still apply it.
+    #[error("programs cannot be launched directly under this policy here: {0}")]
+    NotForLauncher(String),
     /// A [`crate::Spawner`]'s thread could not be started or is gone.
     #[error("spawner thread: {0}")]
     Spawner(String),

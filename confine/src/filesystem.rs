@@ -5,12 +5,13 @@
 use crate::error::degrade;
 use crate::{ConfineError, Network, Policy};
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, BitFlags, PathBeneath, Ruleset, RulesetAttr,
+    ABI, Access, AccessFs, AccessNet, BitFlags, PathBeneath, Ruleset, RulesetAttr, RulesetCreated,
     RulesetCreatedAttr, RulesetStatus, Scope,
 };
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -60,16 +61,23 @@ pub(crate) fn unavailable_reason(e: &io::Error) -> String {
     }
 }
 
-pub(crate) fn restrict(
+/// The policy's ruleset, created but not enforced yet, and the kernel's
+/// Landlock ABI; no ruleset where Landlock is unavailable (recorded as a
+/// warning, or an error when the policy requires it).
+fn ruleset(
     policy: &Policy,
     warnings: &mut Vec<String>,
-) -> Result<LandlockApplied, ConfineError> {
+) -> Result<(Option<RulesetCreated>, u32), ConfineError> {
     let version = match kernel_abi() {
         Ok(v) if v > 0 => v,
         Ok(_) => {
-            return not_enforced(policy, warnings, "the kernel reports Landlock ABI 0".into());
+            not_enforced(policy, warnings, "the kernel reports Landlock ABI 0".into())?;
+            return Ok((None, 0));
         }
-        Err(e) => return not_enforced(policy, warnings, unavailable_reason(&e)),
+        Err(e) => {
+            not_enforced(policy, warnings, unavailable_reason(&e))?;
+            return Ok((None, 0));
+        }
     };
     // Asking exactly for what this kernel's ABI offers (rather than for the
     // newest ABI the crate knows, which best-effort mode would silently trim)
@@ -101,6 +109,39 @@ pub(crate) fn restrict(
             created = created.add_rule(PathBeneath::new(fd, access))?;
         }
     }
+    Ok((Some(created), version))
+}
+
+/// The policy's ruleset as a descriptor, for a launcher to enforce on each
+/// program with `landlock_restrict_self` (which needs no_new_privs or
+/// CAP_SYS_ADMIN). Everything the ruleset asks for is in this kernel's ABI,
+/// so enforcing it is `Full`.
+pub(crate) fn ruleset_fd(
+    policy: &Policy,
+    warnings: &mut Vec<String>,
+) -> Result<(Option<OwnedFd>, LandlockApplied), ConfineError> {
+    let (created, abi) = ruleset(policy, warnings)?;
+    let fd: Option<OwnedFd> = created.and_then(Into::into);
+    let enforcement = if fd.is_some() {
+        Enforcement::Full
+    } else {
+        Enforcement::None
+    };
+    Ok((fd, LandlockApplied { abi, enforcement }))
+}
+
+/// Enforces the policy's ruleset on the calling thread.
+pub(crate) fn restrict(
+    policy: &Policy,
+    warnings: &mut Vec<String>,
+) -> Result<LandlockApplied, ConfineError> {
+    let (created, version) = ruleset(policy, warnings)?;
+    let Some(created) = created else {
+        return Ok(LandlockApplied {
+            abi: 0,
+            enforcement: Enforcement::None,
+        });
+    };
     let status = created.restrict_self()?;
     if !status.no_new_privs {
         degrade(
@@ -134,7 +175,7 @@ fn not_enforced(
     policy: &Policy,
     warnings: &mut Vec<String>,
     why: String,
-) -> Result<LandlockApplied, ConfineError> {
+) -> Result<(), ConfineError> {
     degrade(
         policy.require,
         warnings,
@@ -142,11 +183,7 @@ fn not_enforced(
             what: "Landlock",
             why,
         },
-    )?;
-    Ok(LandlockApplied {
-        abi: 0,
-        enforcement: Enforcement::None,
-    })
+    )
 }
 
 /// An `O_PATH` descriptor for a rule: it needs no read permission and cannot

@@ -78,6 +78,7 @@ mod caps;
 mod error;
 mod fds;
 mod filesystem;
+mod launch;
 mod netns;
 mod policy;
 mod probe;
@@ -88,6 +89,7 @@ mod spawner;
 pub use error::ConfineError;
 pub use fds::cloexec_inherited_fds;
 pub use filesystem::{Enforcement, LandlockApplied};
+pub use launch::{Launch, LaunchError, Launched, Launcher};
 pub use netns::{NetworkApplied, SharedNetns, hold_netns};
 pub use policy::{
     CGROUP_ENV, Network, NsFile, POLICY_ENV, Policy, Rlimits, SharedNetnsRef,

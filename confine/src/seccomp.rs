@@ -204,7 +204,7 @@ fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
 /// The filter protecting `host_pid` (the process) and `thread` (the
 /// spawner thread's id).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-fn program(host_pid: i32, thread: i32) -> Result<Vec<libc::sock_filter>, ConfineError> {
+pub(crate) fn program(host_pid: i32, thread: i32) -> Result<Vec<libc::sock_filter>, ConfineError> {
     use Insn::*;
     let pid = host_pid as u32;
     let tid = thread as u32;
@@ -313,7 +313,10 @@ fn program(host_pid: i32, thread: i32) -> Result<Vec<libc::sock_filter>, Confine
 }
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-fn program(_host_pid: i32, _thread: i32) -> Result<Vec<libc::sock_filter>, ConfineError> {
+pub(crate) fn program(
+    _host_pid: i32,
+    _thread: i32,
+) -> Result<Vec<libc::sock_filter>, ConfineError> {
     Err(ConfineError::Unavailable {
         what: "the spawner's signal filter",
         why: "it is only built for x86_64 and aarch64".into(),

@@ -8,7 +8,7 @@
 //!
 //! Variants run round-robin, so drift on a shared machine hits all alike.
 
-use kiln_confine::{Network, Policy, SharedNetns, Spawner};
+use kiln_confine::{Launch, Launcher, Network, Policy, SharedNetns, Spawner};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -81,6 +81,59 @@ fn spawned_by(name: impl Into<String>, spawner: Arc<Spawner>, dir: PathBuf) -> V
         let status = child.wait().unwrap();
         let elapsed = t.elapsed();
         assert!(status.success(), "{label}: {status:?}");
+        elapsed
+    })
+}
+
+/// Launch with a [`Launcher`] from this thread and wait, as the host would.
+fn launched(name: impl Into<String>, launcher: Launcher, dir: PathBuf) -> Variant {
+    launched_in(name, launcher, dir, None)
+}
+
+fn launched_in(
+    name: impl Into<String>,
+    launcher: Launcher,
+    dir: PathBuf,
+    procs: Option<std::fs::File>,
+) -> Variant {
+    use std::ffi::CString;
+    use std::os::fd::AsFd;
+    let name = name.into();
+    let label = name.clone();
+    let program = CString::new(TRUE).unwrap();
+    let args = vec![program.clone()];
+    let env = vec![CString::new("PATH=/usr/bin:/bin").unwrap()];
+    let cwd = CString::new(dir.to_str().unwrap()).unwrap();
+    variant(name, move || {
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let t = Instant::now();
+        let child = launcher
+            .launch(&Launch {
+                program: &program,
+                args: &args,
+                env: &env,
+                cwd: &cwd,
+                stdin: null.as_fd(),
+                stdout: null.as_fd(),
+                stderr: null.as_fd(),
+                process_group: true,
+                cgroup: None,
+                join: &procs.iter().map(|f| f.as_fd()).collect::<Vec<_>>(),
+            })
+            .unwrap();
+        // SAFETY: a zeroed siginfo is a valid out-parameter.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                std::os::fd::AsRawFd::as_raw_fd(&child.pidfd) as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            )
+        };
+        let elapsed = t.elapsed();
+        assert_eq!(r, 0, "{label}");
+        assert_eq!(unsafe { info.si_status() }, 0, "{label}");
         elapsed
     })
 }
@@ -193,6 +246,26 @@ fn spawn_overhead() {
         spawner_shared.clone(),
         dir.clone(),
     ));
+    for (name, policy) in [
+        ("launcher, system paths, net allowed", &no_limits_allowed),
+        ("launcher, system paths, shared netns", &no_limits_shared),
+        ("launcher, system paths + rlimits, shared netns", &shared),
+    ] {
+        variants.push(launched(name, Launcher::new(policy).unwrap(), dir.clone()));
+    }
+    let v1 = Path::new("/sys/fs/cgroup/pids/kiln-bench-launch");
+    let _ = std::fs::create_dir(v1);
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(v1.join("tasks"))
+    {
+        variants.push(launched_in(
+            "launcher, shared netns, joins v1 pids",
+            Launcher::new(&no_limits_shared).unwrap(),
+            dir.clone(),
+            Some(f),
+        ));
+    }
     {
         let (h, p) = (helper.clone(), no_limits_shared.clone());
         variants.push(spawned("helper, system paths, shared netns", move || {

@@ -125,7 +125,7 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
     let confine = b
         .host
         .confinement
-        .confine(job, &entry.path, b.host.cgroups.as_ref())
+        .confine(job, &entry.path)
         .map_err(failed)?;
     // Programs get a scratch directory inside what they may write.
     if !env.iter().any(|(k, _)| k == "TMPDIR") {
@@ -144,16 +144,12 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
         timeout: req.timeout_ms.map(Duration::from_millis),
         capture_limit: usize::try_from(job.grants.limits.output_bytes).unwrap_or(usize::MAX),
         grace: KILL_GRACE,
-        adopt_after_spawn: job
-            .with_cgroup(b.host.cgroups.as_ref(), |cg| match &confine {
-                Some(process::Confined::Helper { .. }) => false,
-                Some(process::Confined::Thread(_)) => !cg.tracks_threads(),
-                None => true,
-            })
-            .unwrap_or(false),
+        // Launched and helper-run programs join before they exec.
+        adopt_after_spawn: confine.is_none(),
         cgroups: job
             .with_cgroup(b.host.cgroups.as_ref(), |cg| cg.join_list())
             .flatten(),
+        cgroup_handles: job.with_cgroup(b.host.cgroups.as_ref(), |cg| cg.handles()),
         confine,
         on_line: None,
         on_warning: None,

@@ -185,10 +185,9 @@ pub struct Job {
     pub(crate) programs_queued: std::sync::atomic::AtomicUsize,
     /// The job's cgroup, made when its first program starts.
     pub(crate) cgroup: Mutex<Option<crate::process::cgroup::JobCgroup>>,
-    /// The job's confined spawner threads, one per distinct policy; they end
-    /// with the job.
-    pub(crate) spawners:
-        Mutex<std::collections::HashMap<kiln_confine::Policy, Arc<kiln_confine::Spawner>>>,
+    /// The job's launchers, one per distinct policy; they end with the job.
+    pub(crate) launchers:
+        Mutex<std::collections::HashMap<kiln_confine::Policy, Arc<kiln_confine::Launcher>>>,
     /// The pipeline this job is a step of.
     parent: Option<Weak<Job>>,
     /// What this job's failure does to its pipeline.
@@ -257,7 +256,7 @@ impl Job {
             pipeline_slots,
             programs_running: Default::default(),
             programs_queued: Default::default(),
-            spawners: Mutex::new(Default::default()),
+            launchers: Mutex::new(Default::default()),
             cgroup: Mutex::new(None),
             parent: pipeline.map(Arc::downgrade),
             policy: Mutex::new(FailurePolicy::default()),

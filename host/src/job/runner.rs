@@ -316,13 +316,13 @@ async fn settle_attempt(host: &Arc<HostShared>, job: &Arc<Job>) {
     for p in &processes {
         p.wait().await;
     }
-    // No more programs for this job: its spawner threads end.
-    lock(&job.spawners).clear();
+    // No more programs for this job: its launchers' rulesets close.
+    lock(&job.launchers).clear();
     // Whatever the programs left behind — double-forked or setsid escapees
     // included — dies with the job.
     let cgroup = lock(&job.cgroup).take();
     if let Some(cgroup) = cgroup {
-        // The host itself never: a spawner thread, now gone, was a member.
+        // The host itself never, should it be a member.
         cgroup.kill_all(&[std::process::id() as i32]).await;
     }
     for child in job.children() {

@@ -4,18 +4,22 @@
 //! program can leave it, but it cannot leave its cgroup.
 //!
 //! Two hierarchies are used where mounted:
-//! - cgroup v2: `kiln-<pidns>-<pid>-<start>-<n>/job-<id>` with `cgroup.kill`. A program spawned
-//!   through the `kiln-confine` helper joins it before it execs.
+//! - cgroup v2: `kiln-<pidns>-<pid>-<start>-<n>/job-<id>` with `cgroup.kill`.
 //! - cgroup v1 `pids`: the same layout, with `pids.max` bounding fork bombs.
-//!   v1 tracks threads, so a job's spawner thread is moved in itself and
-//!   every program it spawns is born inside: no window in which a fresh
-//!   program could fork an escapee outside the job's cgroup.
 //!
-//! A program spawned directly where only v2 exists is moved in right after
-//! it starts; a child it forks within those microseconds stays outside. With
-//! neither hierarchy, jobs fall back to killing process groups only.
+//! A program is in them before it execs: a launched one (the usual way) is
+//! born in the v2 cgroup and moves itself into the v1 one (see
+//! [`CgroupHandles`]); one spawned through the `kiln-confine` helper has the
+//! helper join both. So no fresh program can fork an escapee outside its
+//! job's cgroups. Only a program run unconfined (no helper) is moved in
+//! right after it starts; a child it forks within those microseconds stays
+//! outside. With neither hierarchy, jobs fall back to killing process
+//! groups only.
 
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The host's cgroups: where job cgroups are made.
@@ -66,10 +70,23 @@ impl CgroupRoot {
         if let (Some(dir), Some(max)) = (&v1, pids_max) {
             let _ = std::fs::write(dir.join("pids.max"), max.to_string());
         }
-        JobCgroup {
-            v2: make(&self.v2),
-            v1,
-        }
+        let v2 = make(&self.v2);
+        let open = |path: Option<PathBuf>, write: bool| {
+            let mut options = std::fs::OpenOptions::new();
+            if write {
+                options.write(true);
+            } else {
+                options
+                    .read(true)
+                    .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC);
+            }
+            options.open(path?).ok().map(OwnedFd::from)
+        };
+        let handles = Arc::new(CgroupHandles {
+            v2_dir: open(v2.clone(), false),
+            v1_tasks: open(v1.as_ref().map(|d| d.join("tasks")), true),
+        });
+        JobCgroup { v2, v1, handles }
     }
 }
 
@@ -85,6 +102,18 @@ impl Drop for CgroupRoot {
 pub struct JobCgroup {
     v2: Option<PathBuf>,
     v1: Option<PathBuf>,
+    handles: Arc<CgroupHandles>,
+}
+
+/// Open handles on a job's cgroups, for a launched program to be born in
+/// the v2 one (`CLONE_INTO_CGROUP`) and to move itself into the v1 one
+/// before it execs. It writes `0` to v1's `tasks`, which moves just the
+/// calling thread, its only one then: that costs a write, where moving a
+/// whole process through `cgroup.procs` waits for an RCU grace period
+/// (milliseconds).
+pub struct CgroupHandles {
+    pub v2_dir: Option<OwnedFd>,
+    pub v1_tasks: Option<OwnedFd>,
 }
 
 impl JobCgroup {
@@ -98,27 +127,13 @@ impl JobCgroup {
         (!dirs.is_empty()).then(|| dirs.join(":"))
     }
 
-    /// Whether a thread's spawns are born inside (v1 tracks threads).
-    pub fn tracks_threads(&self) -> bool {
-        self.v1.is_some()
+    /// The handles a launched program joins the job's cgroups through.
+    pub fn handles(&self) -> Arc<CgroupHandles> {
+        self.handles.clone()
     }
 
-    /// Move a host thread (a spawner) in, so what it spawns is born inside.
-    pub fn adopt_thread(&self, tid: i32) {
-        if let Some(v1) = &self.v1 {
-            let _ = std::fs::write(v1.join("tasks"), tid.to_string());
-        }
-    }
-
-    /// Move a process that has just started in.
-    pub fn adopt_process(&self, pid: u32) {
-        for dir in [&self.v2, &self.v1].into_iter().flatten() {
-            let _ = std::fs::write(dir.join("cgroup.procs"), pid.to_string());
-        }
-    }
-
-    /// Kill every process in the job's cgroups (the spawner threads, which
-    /// are the host's, excepted) and wait briefly until they are gone.
+    /// Kill every process in the job's cgroups (but those in `spare`) and
+    /// wait briefly until they are gone.
     pub async fn kill_all(&self, spare: &[i32]) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {

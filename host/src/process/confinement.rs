@@ -6,11 +6,11 @@
 //! itself never forks with its large address space and runs no code between
 //! fork and exec.
 //!
-//! A policy without rlimits (the default) takes a faster path: a spawner
-//! thread of the job that has confined itself the same way spawns the
-//! program directly, and the program inherits the thread's confinement
-//! (see `kiln_confine::Spawner`). Rlimits are per process, so a policy with
-//! any goes through the helper.
+//! Where the kernel and the policy allow (x86_64, root or a network the
+//! policy allows), a faster path applies the same policy without the
+//! helper: the job's `kiln_confine::Launcher` for the policy prepares it
+//! once, and each program applies it to itself between a vfork-style clone
+//! and its exec, launched from the thread that asks.
 //!
 //! The policy depends only on the job (its directories and grants) and the
 //! program, so it is worked out on a job's first spawn of a program and
@@ -25,7 +25,7 @@
 
 use crate::engine::lock;
 use crate::job::Job;
-use kiln_confine::{Network, Policy, Rlimits, SharedNetns, Spawner};
+use kiln_confine::{Launcher, Network, Policy, Rlimits, SharedNetns};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once, Weak};
@@ -51,8 +51,8 @@ pub fn find_helper() -> Option<PathBuf> {
 pub enum Confined {
     /// Spawned through the helper binary, which applies the policy.
     Helper { helper: PathBuf, policy: Policy },
-    /// Spawned by a thread that has applied the policy to itself.
-    Thread(Arc<Spawner>),
+    /// Launched directly, applying the prepared policy to itself.
+    Launcher(Arc<Launcher>),
 }
 
 /// The host's confinement set-up, shared by every job.
@@ -65,7 +65,7 @@ pub struct Confinement {
     /// One empty network namespace, joined by every program without network.
     netns: Mutex<Option<SharedNetns>>,
     warned: Once,
-    warned_thread: Once,
+    warned_launcher: Once,
     /// The confinement worked out for each program of each live job, keyed
     /// by the job's address (the entry's `Weak` keeps that address from
     /// being reused while the entry exists).
@@ -81,9 +81,9 @@ struct Cached {
     missing: Vec<PathBuf>,
     helper: PathBuf,
     policy: Policy,
-    /// The job's spawner thread for the policy; `None` goes through the
-    /// helper. Weak: the spawner ends with the job, whatever is cached.
-    spawner: Option<Weak<Spawner>>,
+    /// The job's launcher for the policy; `None` goes through the helper.
+    /// Weak: the launcher ends with the job, whatever is cached.
+    launcher: Option<Weak<Launcher>>,
 }
 
 impl Confinement {
@@ -107,34 +107,28 @@ impl Confinement {
             gap: (!gaps.is_empty()).then(|| gaps.join("; ")),
             netns: Mutex::new(None),
             warned: Once::new(),
-            warned_thread: Once::new(),
+            warned_launcher: Once::new(),
             cache: Mutex::new(HashMap::new()),
         }
     }
 
-    /// How to spawn `program` for `job`: through a spawner thread of the
-    /// job where the policy allows, else through the helper; `Ok(None)` runs
-    /// it unconfined (after a one-time warning); `Err` is why it must not
-    /// run at all.
-    pub fn confine(
-        &self,
-        job: &Arc<Job>,
-        program: &Path,
-        cgroups: Option<&super::cgroup::CgroupRoot>,
-    ) -> Result<Option<Confined>, String> {
+    /// How to start `program` for `job`: launched where the policy allows,
+    /// else through the helper; `Ok(None)` runs it unconfined (after a
+    /// one-time warning); `Err` is why it must not run at all.
+    pub fn confine(&self, job: &Arc<Job>, program: &Path) -> Result<Option<Confined>, String> {
         if let Some(confined) = self.cached(job, program) {
             return Ok(Some(confined));
         }
         let Some((helper, policy, missing)) = self.policy_for(job, program)? else {
             return Ok(None);
         };
-        let confined = self.spawner_or_helper(job, helper.clone(), policy.clone(), cgroups);
-        let spawner = match &confined {
-            Confined::Thread(s) => Some(Arc::downgrade(s)),
+        let confined = self.launcher_or_helper(job, helper.clone(), policy.clone());
+        let launcher = match &confined {
+            Confined::Launcher(l) => Some(Arc::downgrade(l)),
             Confined::Helper { .. } => None,
         };
         let mut cache = lock(&self.cache);
-        // Entries of ended jobs go; their spawners have ended already.
+        // Entries of ended jobs go; their launchers have ended already.
         cache.retain(|_, entries| entries.iter().any(|e| e.job.strong_count() > 0));
         let entries = cache.entry(Arc::as_ptr(job) as usize).or_default();
         entries.retain(|e| e.program != program);
@@ -144,7 +138,7 @@ impl Confinement {
             missing,
             helper,
             policy,
-            spawner,
+            launcher,
         });
         Ok(Some(confined))
     }
@@ -163,8 +157,8 @@ impl Confinement {
         if !job.grants.network && self.shared_netns(&entry.helper) != entry.policy.network {
             return None;
         }
-        match &entry.spawner {
-            Some(spawner) => spawner.upgrade().map(Confined::Thread),
+        match &entry.launcher {
+            Some(launcher) => launcher.upgrade().map(Confined::Launcher),
             // The helper opens every granted path on each spawn: one that
             // has gone since would fail it, where a fresh policy leaves it
             // out.
@@ -181,35 +175,28 @@ impl Confinement {
         }
     }
 
-    /// The job's spawner thread for `policy` (started on first use) where
-    /// the policy allows one, else the helper.
-    fn spawner_or_helper(
-        &self,
-        job: &Job,
-        helper: PathBuf,
-        policy: Policy,
-        cgroups: Option<&super::cgroup::CgroupRoot>,
-    ) -> Confined {
-        if Spawner::eligible(&policy).is_err() {
+    /// The job's launcher for `policy` (prepared on first use) where the
+    /// policy allows one, else the helper.
+    fn launcher_or_helper(&self, job: &Job, helper: PathBuf, policy: Policy) -> Confined {
+        if Launcher::eligible(&policy).is_err() {
             return Confined::Helper { helper, policy };
         }
-        let mut spawners = lock(&job.spawners);
-        if let Some(s) = spawners.get(&policy) {
-            return Confined::Thread(s.clone());
+        let mut launchers = lock(&job.launchers);
+        if let Some(l) = launchers.get(&policy) {
+            return Confined::Launcher(l.clone());
         }
-        match Spawner::start(&policy) {
-            Ok(spawner) => {
-                for w in &spawner.applied().warnings {
-                    self.warned_thread
+        match Launcher::new(&policy) {
+            Ok(launcher) => {
+                for w in &launcher.applied().warnings {
+                    self.warned_launcher
                         .call_once(|| eprintln!("kiln: warning: {w}"));
                 }
-                // Programs it spawns are then born in the job's cgroup.
-                job.with_cgroup(cgroups, |cg| cg.adopt_thread(spawner.tid()));
-                let spawner = Arc::new(spawner);
-                spawners.insert(policy, spawner.clone());
-                Confined::Thread(spawner)
+                let launcher = Arc::new(launcher);
+                launchers.insert(policy, launcher.clone());
+                Confined::Launcher(launcher)
             }
-            // The helper applies the same policy, only slower.
+            // The helper applies the same policy, only slower, and reports
+            // what fails.
             Err(_) => Confined::Helper { helper, policy },
         }
     }

@@ -15,16 +15,19 @@
 
 mod capture;
 pub(crate) mod cgroup;
+mod child;
 mod confinement;
 mod handle;
 mod output;
 mod supervise;
 
 pub use capture::Captured;
+pub use cgroup::CgroupHandles;
 pub use confinement::{Confined, Confinement, find_helper, install_prefix};
 pub use handle::ChildHandle;
 pub use output::{LineSink, MAX_LINE, WarningSink};
 
+use child::{Child, LaunchedChild, Started};
 use output::{LazyLog, LineSplitter, drain};
 use supervise::{supervise, wait_stop};
 
@@ -84,6 +87,8 @@ pub struct SpawnSpec {
     /// The job's cgroup directories (`:`-separated) the program belongs
     /// in, so that everything it starts can be killed at the job's end.
     pub cgroups: Option<String>,
+    /// The same cgroups, open, for a launched program to join.
+    pub cgroup_handles: Option<Arc<CgroupHandles>>,
     /// Move the program into `cgroups` after it started (it was not born
     /// inside them).
     pub adopt_after_spawn: bool,
@@ -226,7 +231,11 @@ async fn run(
         };
         permits.push(permit);
     }
-    let mut child = match start(&spec).await {
+    let Started {
+        mut child,
+        stdout,
+        stderr,
+    } = match start(&spec).await {
         Ok(started) => started,
         Err(why) => return Outcome::SpawnFailed(why),
     };
@@ -245,7 +254,7 @@ async fn run(
     // Both streams are drained by this task, next to the supervision: no
     // task of their own to start and hand the end over from.
     let drain_out = drain(
-        child.stdout.take(),
+        Some(stdout),
         LazyLog::new(spec.stdout_log.clone()),
         shared.clone(),
         false,
@@ -253,7 +262,7 @@ async fn run(
         spec.on_warning.clone(),
     );
     let drain_err = drain(
-        child.stderr.take(),
+        Some(stderr),
         LazyLog::new(spec.stderr_log.clone()),
         shared.clone(),
         true,
@@ -294,25 +303,29 @@ async fn run(
     }
 }
 
-/// Open stdin and spawn the program (through the helper when confined).
-async fn start(spec: &SpawnSpec) -> Result<tokio::process::Child, String> {
-    let stdin = match &spec.stdin {
-        Some(path) => Stdio::from(
-            std::fs::File::open(path)
-                .map_err(|e| format!("cannot open stdin file {}: {e}", path.display()))?,
-        ),
-        None => Stdio::null(),
-    };
+/// Open stdin and start the program: launched confined, through the
+/// helper, or unconfined.
+async fn start(spec: &SpawnSpec) -> Result<Started, String> {
     // A missing or non-executable program is told apart here, clearly,
     // rather than from the helper's exit status.
     check_executable(&spec.program)?;
+    let stdin = match &spec.stdin {
+        Some(path) => Some(
+            std::fs::File::open(path)
+                .map_err(|e| format!("cannot open stdin file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    if let Some(Confined::Launcher(launcher)) = &spec.confine {
+        return launch(launcher, spec, stdin);
+    }
     let mut cmd = match &spec.confine {
         // The helper's command has a cleared environment already.
         Some(Confined::Helper { helper, policy }) => tokio::process::Command::from(
             kiln_confine::command(helper, policy, &spec.program)
                 .map_err(|e| format!("failed to prepare confinement: {e}"))?,
         ),
-        Some(Confined::Thread(_)) | None => {
+        Some(Confined::Launcher(_)) | None => {
             let mut c = tokio::process::Command::new(&spec.program);
             c.env_clear();
             c
@@ -321,7 +334,7 @@ async fn start(spec: &SpawnSpec) -> Result<tokio::process::Child, String> {
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&spec.cwd)
-        .stdin(stdin)
+        .stdin(stdin.map_or_else(Stdio::null, Stdio::from))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -330,28 +343,9 @@ async fn start(spec: &SpawnSpec) -> Result<tokio::process::Child, String> {
         // The helper joins before it execs: nothing escapes in between.
         cmd.env(kiln_confine::CGROUP_ENV, cg);
     }
-    let spawned = match &spec.confine {
-        Some(Confined::Thread(spawner)) => {
-            // The child is created by the confined thread and inherits its
-            // confinement; the runtime handle lets it register the child.
-            // This task waits without holding up its worker thread, which
-            // goes on with other programs' output and ends meanwhile.
-            let handle = tokio::runtime::Handle::current();
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            spawner
-                .submit(move || {
-                    let _runtime = handle.enter();
-                    // Unclaimed (this task is gone), the child is killed
-                    // as it is dropped.
-                    let _ = tx.send(cmd.spawn());
-                })
-                .map_err(|e| format!("failed to spawn through the confined thread: {e}"))?;
-            rx.await
-                .map_err(|_| "the confined thread failed to spawn the program".to_string())?
-        }
-        _ => cmd.spawn(),
-    };
-    let child = spawned.map_err(|e| spawn_error_text(&spec.program, &e))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| spawn_error_text(&spec.program, &e))?;
     if let (true, Some(cgroups), Some(pid)) = (spec.adopt_after_spawn, &spec.cgroups, child.id()) {
         // Moved right after it started: a child it forks within those
         // microseconds stays outside (still confined, and in its group).
@@ -359,7 +353,82 @@ async fn start(spec: &SpawnSpec) -> Result<tokio::process::Child, String> {
             let _ = std::fs::write(dir.join("cgroup.procs"), pid.to_string());
         }
     }
-    Ok(child)
+    Started::spawned(child).map_err(|e| format!("failed to set up the program's output: {e}"))
+}
+
+/// Launch the program confined from this thread (see
+/// `kiln_confine::Launcher`), born in the job's cgroups.
+fn launch(
+    launcher: &kiln_confine::Launcher,
+    spec: &SpawnSpec,
+    stdin: Option<std::fs::File>,
+) -> Result<Started, String> {
+    use std::ffi::CString;
+    use std::os::fd::AsFd;
+    use std::os::unix::ffi::OsStrExt;
+    let nul = |what: &str| format!("{what} contains a NUL byte");
+    let c = |bytes: &[u8], what: &str| CString::new(bytes).map_err(|_| nul(what));
+    let program = c(spec.program.as_os_str().as_bytes(), "the program path")?;
+    let mut args = Vec::with_capacity(spec.args.len() + 1);
+    args.push(program.clone());
+    for a in &spec.args {
+        args.push(c(a.as_bytes(), "an argument")?);
+    }
+    let env = spec
+        .env
+        .iter()
+        .map(|(k, v)| c(format!("{k}={v}").as_bytes(), "an environment variable"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cwd = c(spec.cwd.as_os_str().as_bytes(), "the working directory")?;
+    let io = |e: std::io::Error| format!("failed to set up the program's output: {e}");
+    let (out_read, out_write) = child::pipe().map_err(io)?;
+    let (err_read, err_write) = child::pipe().map_err(io)?;
+    let null = dev_null().map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    let stdin = stdin.as_ref().map_or(null.as_fd(), |f| f.as_fd());
+    let handles = spec.cgroup_handles.as_deref();
+    let join: Vec<_> = handles
+        .and_then(|h| h.v1_tasks.as_ref())
+        .map(|f| f.as_fd())
+        .into_iter()
+        .collect();
+    let launched = launcher
+        .launch(&kiln_confine::Launch {
+            program: &program,
+            args: &args,
+            env: &env,
+            cwd: &cwd,
+            stdin,
+            stdout: out_write.as_fd(),
+            stderr: err_write.as_fd(),
+            process_group: true,
+            cgroup: handles.and_then(|h| h.v2_dir.as_ref()).map(|f| f.as_fd()),
+            join: &join,
+        })
+        .map_err(|e| {
+            if e.exec_failed() {
+                spawn_error_text(&spec.program, &e.source)
+            } else {
+                format!("{}: {e}", spec.program.display())
+            }
+        })?;
+    // The program has its own copies; the pipes end when it is done.
+    drop((out_write, err_write));
+    Ok(Started {
+        child: Child::Launched(LaunchedChild::new(launched).map_err(io)?),
+        stdout: child::receiver(out_read).map_err(io)?,
+        stderr: child::receiver(err_read).map_err(io)?,
+    })
+}
+
+/// One descriptor of /dev/null for every program's stdin: reading it has
+/// no position to share.
+fn dev_null() -> std::io::Result<&'static std::fs::File> {
+    static NULL: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    if let Some(f) = NULL.get() {
+        return Ok(f);
+    }
+    let f = std::fs::File::open("/dev/null")?;
+    Ok(NULL.get_or_init(|| f))
 }
 
 /// Mark every descriptor above 2 close-on-exec. Descriptors the host was
@@ -450,6 +519,7 @@ mod tests {
             grace: Duration::from_secs(1),
             confine: None,
             cgroups: None,
+            cgroup_handles: None,
             adopt_after_spawn: false,
             on_line: None,
             on_warning: None,

@@ -2,13 +2,13 @@
 //! request; stop its process group with SIGTERM, a grace period, then
 //! SIGKILL; and turn how it ended into an [`Outcome`].
 
-use super::{Outcome, ProcessShared, StopRequest};
+use super::{Child, Outcome, ProcessShared, StopRequest};
 use crate::engine::lock;
 use std::process::ExitStatus;
 use std::time::Duration;
 
 pub(super) async fn supervise(
-    child: &mut tokio::process::Child,
+    child: &mut Child,
     shared: &ProcessShared,
     timeout: Option<Duration>,
     grace: Duration,
@@ -59,7 +59,7 @@ pub(super) async fn wait_stop(shared: &ProcessShared) -> StopRequest {
 
 /// SIGTERM to the group, then SIGKILL after `grace`.
 async fn terminate(
-    child: &mut tokio::process::Child,
+    child: &mut Child,
     pgid: Option<i32>,
     grace: Duration,
 ) -> std::io::Result<ExitStatus> {

@@ -1,0 +1,636 @@
+//! The fast path: a [`Launcher`] works a [`Policy`] out once (a Landlock
+//! ruleset descriptor, the namespace to join, the rlimits, the signal
+//! shield) and each program applies it to itself between a vfork-style
+//! clone and its exec, from whatever thread asks, without a helper exec and
+//! without a thread to hand over to.
+//!
+//! # How a program is launched
+//!
+//! `clone3(CLONE_VM | CLONE_VFORK | CLONE_PIDFD [| CLONE_INTO_CGROUP])`,
+//! as glibc's `posix_spawn` does it: the child runs on a small stack of its
+//! own in the caller's memory while the calling thread waits for its exec,
+//! so nothing of the host's large address space is copied. The child makes
+//! system calls only, on data the caller prepared (no allocation, no lock,
+//! nothing that could be held by another thread of the host), in this order:
+//!
+//! 1. its own process group; the network namespace (joined, or a fresh
+//!    one); the working directory; stdin, stdout and stderr;
+//! 2. the rlimits, which apply to the child's process only;
+//! 3. no_new_privs, the Landlock domain (`landlock_restrict_self` on the
+//!    prepared ruleset), the capabilities (every set emptied);
+//! 4. signal handlers back to their defaults, SIGPIPE included, and an
+//!    empty signal mask (every signal is blocked from before the clone, so
+//!    no handler of the host ever runs in the child);
+//! 5. `execve`.
+//!
+//! A step that fails stores which one and its errno where the caller reads
+//! it once the clone returns, and the child exits with status 127 before
+//! exec; the launch then fails with that error and the child is reaped.
+//!
+//! With `CLONE_INTO_CGROUP` the program is born in the job's cgroup (v2):
+//! there is no moment in which it could fork outside it.
+//!
+//! # What the program gets
+//!
+//! What the helper would apply, with one more thing: each program has a
+//! Landlock domain of its own (its own scope: it cannot signal the host or
+//! other programs), and the seccomp shield of the `seccomp` module keeps it
+//! from lowering the host's rlimits, which Landlock does not cover.
+//!
+//! # Limits
+//!
+//! - x86_64 only (the clone's child side is a few instructions of assembly);
+//!   elsewhere [`Launcher::new`] fails and the helper remains.
+//! - A network namespace owned by a user namespace cannot be joined (the
+//!   kernel refuses `setns` into a user namespace to a child sharing its
+//!   parent's memory), and without CAP_SYS_ADMIN no namespace can be
+//!   entered at all: such policies are refused with
+//!   [`ConfineError::NotForLauncher`]; the helper covers them.
+//! - The kernel must have `clone3` with `CLONE_PIDFD` (5.2), and
+//!   `CLONE_INTO_CGROUP` (5.7) when a cgroup is given.
+
+use crate::{Applied, ConfineError, Network, NetworkApplied, Policy, caps, filesystem, rlimit};
+use std::ffi::{CStr, CString, c_void};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+
+/// A policy prepared for launching programs under it.
+#[derive(Debug)]
+pub struct Launcher {
+    policy: Policy,
+    ruleset: Option<OwnedFd>,
+    network: NetPlan,
+    rlimits: Vec<(rlimit::Resource, libc::rlimit)>,
+    clear_caps: bool,
+    applied: Applied,
+}
+
+#[derive(Debug)]
+enum NetPlan {
+    Keep,
+    Join(OwnedFd),
+    Unshare,
+}
+
+/// One program to launch. Descriptors are borrowed: the caller keeps its
+/// ends (and closes the child's ends once the launch returns).
+pub struct Launch<'a> {
+    /// Absolute path, run as given (no `PATH` lookup).
+    pub program: &'a CStr,
+    /// `argv`, the program's path first.
+    pub args: &'a [CString],
+    /// `NAME=value` entries: the whole environment.
+    pub env: &'a [CString],
+    pub cwd: &'a CStr,
+    pub stdin: BorrowedFd<'a>,
+    pub stdout: BorrowedFd<'a>,
+    pub stderr: BorrowedFd<'a>,
+    /// Start the program in a process group of its own.
+    pub process_group: bool,
+    /// A cgroup v2 directory the program is born in.
+    pub cgroup: Option<BorrowedFd<'a>>,
+    /// `cgroup.procs` files (cgroup v1) the program moves itself into
+    /// before its exec.
+    pub join: &'a [BorrowedFd<'a>],
+}
+
+/// A launched program: it has exec'd (or the launch would have failed).
+#[derive(Debug)]
+pub struct Launched {
+    pub pid: i32,
+    /// Readable once the program has exited; reap it with `waitid(P_PIDFD)`.
+    pub pidfd: OwnedFd,
+}
+
+/// Why a launch failed: the step, and the error.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {step}: {source}")]
+pub struct LaunchError {
+    pub step: &'static str,
+    #[source]
+    pub source: io::Error,
+}
+
+impl LaunchError {
+    /// The program is missing, not executable or not granted: execve
+    /// itself failed.
+    pub fn exec_failed(&self) -> bool {
+        self.step == STEPS[Step::Exec as usize]
+    }
+}
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+enum Step {
+    Clone,
+    ProcessGroup,
+    Network,
+    WorkingDir,
+    Stdio,
+    Cgroup,
+    Rlimit,
+    NoNewPrivs,
+    Landlock,
+    Capabilities,
+    Signals,
+    Exec,
+}
+
+const STEPS: [&str; 12] = [
+    "start the program (clone3)",
+    "give the program its own process group",
+    "enter the empty network namespace",
+    "enter the working directory",
+    "set up stdin, stdout and stderr",
+    "join the job's cgroup",
+    "set an rlimit",
+    "set no_new_privs",
+    "enforce the Landlock ruleset",
+    "drop capabilities",
+    "reset signal handlers",
+    "execute the program",
+];
+
+impl Launcher {
+    /// Whether `policy` can be launched here; cheap (no system call but a
+    /// `capget`), so the host can choose the helper up front.
+    pub fn eligible(policy: &Policy) -> Result<(), ConfineError> {
+        if !cfg!(target_arch = "x86_64") {
+            return Err(ConfineError::NotForLauncher(
+                "launching is only built for x86_64".into(),
+            ));
+        }
+        let not = |why: &str| Err(ConfineError::NotForLauncher(why.into()));
+        match &policy.network {
+            Network::Allowed => {}
+            Network::DeniedShared(r) if r.user.is_some() => {
+                return not(
+                    "the shared network namespace belongs to a user namespace, which a program sharing the host's memory until its exec cannot enter",
+                );
+            }
+            Network::Denied | Network::DeniedShared(_) => {
+                if caps::permitted()? & (1 << CAP_SYS_ADMIN) == 0 {
+                    return not(
+                        "entering a network namespace needs CAP_SYS_ADMIN, which this process lacks",
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Works `policy` out for launching: opens the granted paths into a
+    /// Landlock ruleset, the shared namespace, and reads the limits to
+    /// clamp to. What cannot be applied here is an error when the policy
+    /// requires it and a warning in [`Launcher::applied`] otherwise, as with
+    /// the helper.
+    pub fn new(policy: &Policy) -> Result<Launcher, ConfineError> {
+        Self::eligible(policy)?;
+        let mut warnings = Vec::new();
+        let (network, net_applied) = match &policy.network {
+            Network::Allowed => (NetPlan::Keep, NetworkApplied::Allowed),
+            Network::Denied => (NetPlan::Unshare, NetworkApplied::NewNamespace),
+            Network::DeniedShared(r) => match open_ns(&r.net) {
+                Ok(fd) => (NetPlan::Join(fd), NetworkApplied::Joined),
+                Err(e) => {
+                    warnings.push(format!("{e}; creating a private one per program instead"));
+                    (NetPlan::Unshare, NetworkApplied::NewNamespace)
+                }
+            },
+        };
+        let (ruleset, landlock) = filesystem::ruleset_fd(policy, &mut warnings)?;
+        let (rlimits_applied, rlimits) =
+            rlimit::plan(&policy.rlimits, policy.require, &mut warnings)?;
+        let clear_caps = caps::permitted()? != 0;
+        // The shield is built here once so that a launch cannot fail on it.
+        // SAFETY: getpid cannot fail.
+        let host = unsafe { libc::getpid() };
+        crate::seccomp::program(host, host)?;
+        Ok(Launcher {
+            policy: policy.clone(),
+            ruleset,
+            network,
+            rlimits,
+            clear_caps,
+            applied: Applied {
+                landlock,
+                network: net_applied,
+                rlimits: rlimits_applied,
+                capabilities_cleared: true,
+                no_new_privs: true,
+                warnings,
+            },
+        })
+    }
+
+    /// What every program launched gets.
+    pub fn applied(&self) -> &Applied {
+        &self.applied
+    }
+
+    /// The policy, as given to [`Launcher::new`].
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Launches one program, confined; returns once it has exec'd. Blocks
+    /// the calling thread for the clone and exec (as `posix_spawn` does),
+    /// a few hundred microseconds.
+    pub fn launch(&self, l: &Launch<'_>) -> Result<Launched, LaunchError> {
+        let argv: Vec<*const libc::c_char> = l
+            .args
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let envp: Vec<*const libc::c_char> = l
+            .env
+            .iter()
+            .map(|e| e.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        shield_this_thread()?;
+        let mut failure = Failure { step: 0, errno: 0 };
+        let join: Vec<RawFd> = l.join.iter().map(|fd| fd.as_raw_fd()).collect();
+        let child = ChildArgs {
+            join: &join,
+            program: l.program.as_ptr(),
+            argv: argv.as_ptr(),
+            envp: envp.as_ptr(),
+            cwd: l.cwd.as_ptr(),
+            stdio: [
+                l.stdin.as_raw_fd(),
+                l.stdout.as_raw_fd(),
+                l.stderr.as_raw_fd(),
+            ],
+            process_group: l.process_group,
+            netns: match &self.network {
+                NetPlan::Keep => NetRaw::Keep,
+                NetPlan::Join(fd) => NetRaw::Join(fd.as_raw_fd()),
+                NetPlan::Unshare => NetRaw::Unshare,
+            },
+            rlimits: &self.rlimits,
+            ruleset: self.ruleset.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
+            clear_caps: self.clear_caps,
+            failure: &mut failure,
+        };
+        // The child's stack: 16-byte aligned, its top where it starts.
+        let mut stack = vec![0u128; CHILD_STACK / 16];
+        let mut pidfd: RawFd = -1;
+        let mut args = CloneArgs {
+            flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64,
+            pidfd: &mut pidfd as *mut RawFd as u64,
+            child_tid: 0,
+            parent_tid: 0,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: stack.as_mut_ptr() as u64,
+            stack_size: CHILD_STACK as u64,
+            tls: 0,
+            set_tid: 0,
+            set_tid_size: 0,
+            cgroup: 0,
+        };
+        if let Some(cg) = l.cgroup {
+            args.flags |= CLONE_INTO_CGROUP;
+            args.cgroup = cg.as_raw_fd() as u64;
+        }
+        // Every signal blocked across the clone: a handler of the host must
+        // never run on the child's stack. The child empties its own mask.
+        // SAFETY: valid sigset pointers; the mask is restored below.
+        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        }
+        // SAFETY: `args` describes a stack that outlives the child's use of
+        // it (the caller is suspended until the child execs or exits), and
+        // `child_main` touches only `child`, which lives as long.
+        let pid = unsafe {
+            clone3(
+                &mut args,
+                child_main,
+                &child as *const ChildArgs as *mut c_void,
+            )
+        };
+        let clone_error = (pid < 0).then(|| io::Error::from_raw_os_error(-pid as i32));
+        // SAFETY: restoring the mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        drop(stack);
+        if let Some(source) = clone_error {
+            return Err(LaunchError {
+                step: STEPS[Step::Clone as usize],
+                source,
+            });
+        }
+        // SAFETY: the kernel wrote a new descriptor that nothing else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        if failure.step != 0 {
+            reap(&pidfd);
+            return Err(LaunchError {
+                step: STEPS[(failure.step as usize).min(STEPS.len() - 1)],
+                source: io::Error::from_raw_os_error(failure.errno),
+            });
+        }
+        Ok(Launched {
+            pid: pid as i32,
+            pidfd,
+        })
+    }
+}
+
+thread_local! {
+    /// Whether this thread carries the seccomp shield.
+    static SHIELDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs the seccomp shield on the calling thread, once: every program
+/// it launches inherits the filter. Installing it in each child instead
+/// costs about 0.1 ms per program (the kernel compiles the filter anew).
+/// The thread itself is held to the same rules, which a host never needs
+/// to break: no signal to its own process id or group, no `tgkill` within
+/// the host, no changing another process's rlimits.
+fn shield_this_thread() -> Result<(), LaunchError> {
+    if SHIELDED.get() {
+        return Ok(());
+    }
+    let fail = |source| LaunchError {
+        step: "install the seccomp shield on the launching thread",
+        source,
+    };
+    // Without CAP_SYS_ADMIN a filter needs no_new_privs on the thread;
+    // it only keeps the thread's own execs from gaining privileges.
+    // SAFETY: prctl with integer arguments only.
+    if !caps::effective(CAP_SYS_ADMIN)
+        && unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0
+    {
+        return Err(fail(io::Error::last_os_error()));
+    }
+    // SAFETY: getpid cannot fail.
+    let host = unsafe { libc::getpid() };
+    crate::seccomp::shield(host, host).map_err(|e| fail(io::Error::other(e.to_string())))?;
+    SHIELDED.set(true);
+    Ok(())
+}
+
+/// Waits for a child that failed before its exec (it exits at once).
+fn reap(pidfd: &OwnedFd) {
+    // SAFETY: `info` is a valid out-pointer; P_PIDFD takes the descriptor.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED,
+        );
+    }
+}
+
+fn open_ns(ns: &crate::NsFile) -> Result<OwnedFd, ConfineError> {
+    let fail = |what: String| {
+        ConfineError::Network(format!(
+            "cannot open the shared namespace {}: {what}",
+            ns.path.display()
+        ))
+    };
+    let file = std::fs::File::open(&ns.path).map_err(|e| fail(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+    if (meta.dev(), meta.ino()) != (ns.dev, ns.ino) {
+        return Err(fail(
+            "it is not the namespace the host created (its holder exited?)".into(),
+        ));
+    }
+    Ok(file.into())
+}
+
+const CHILD_STACK: usize = 32 << 10;
+const CAP_SYS_ADMIN: u32 = 21;
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` of <linux/sched.h> (version 2, with `cgroup`).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Where the child reports the step it failed at (0: none).
+struct Failure {
+    step: u32,
+    errno: i32,
+}
+
+enum NetRaw {
+    Keep,
+    Join(RawFd),
+    Unshare,
+}
+
+/// Everything the child reads, prepared by the caller.
+struct ChildArgs<'a> {
+    join: &'a [RawFd],
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    cwd: *const libc::c_char,
+    stdio: [RawFd; 3],
+    process_group: bool,
+    netns: NetRaw,
+    rlimits: &'a [(rlimit::Resource, libc::rlimit)],
+    ruleset: RawFd,
+    clear_caps: bool,
+    failure: *mut Failure,
+}
+
+/// `clone3` whose child calls `child(arg)` on the new stack and never
+/// returns; the parent gets the child's pid or `-errno`.
+///
+/// # Safety
+///
+/// `args` must hold `CLONE_VM | CLONE_VFORK` and a stack for the child;
+/// `child` must not return and may only make system calls on `arg`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3(
+    args: &mut CloneArgs,
+    child: extern "C" fn(*mut c_void) -> !,
+    arg: *mut c_void,
+) -> isize {
+    let ret: isize;
+    // SAFETY: the caller's contract. In the child the kernel has set the
+    // stack pointer to the top of the (16-byte aligned) stack, so the call
+    // enters `child` with the alignment the ABI expects.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 as isize => ret,
+            in("rdi") args as *mut CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") arg,
+            in("r13") child,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    ret
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone3(
+    _args: &mut CloneArgs,
+    _child: extern "C" fn(*mut c_void) -> !,
+    _arg: *mut c_void,
+) -> isize {
+    -(libc::ENOSYS as isize)
+}
+
+/// The child between clone and exec: system calls only.
+extern "C" fn child_main(arg: *mut c_void) -> ! {
+    // SAFETY: `arg` is the caller's `ChildArgs`, alive until this child
+    // execs or exits (the caller is suspended until then).
+    let a = unsafe { &*(arg as *const ChildArgs<'_>) };
+    let step = match unsafe { confine_and_exec(a) } {
+        Ok(never) => match never {},
+        Err(step) => step,
+    };
+    // SAFETY: reading this thread's errno, then reporting through memory
+    // the suspended caller reads after the clone returns.
+    unsafe {
+        let errno = *libc::__errno_location();
+        std::ptr::write_volatile(
+            a.failure,
+            Failure {
+                step: step as u32,
+                errno,
+            },
+        );
+        libc::_exit(127)
+    }
+}
+
+enum Never {}
+
+/// # Safety
+///
+/// Only in the child of [`clone3`]: every call below is a plain system call
+/// on prepared data.
+unsafe fn confine_and_exec(a: &ChildArgs<'_>) -> Result<Never, Step> {
+    let ok = |r: libc::c_long, step: Step| if r < 0 { Err(step) } else { Ok(()) };
+    unsafe {
+        if a.process_group {
+            ok(libc::setpgid(0, 0) as _, Step::ProcessGroup)?;
+        }
+        match a.netns {
+            NetRaw::Keep => {}
+            NetRaw::Join(fd) => ok(libc::setns(fd, libc::CLONE_NEWNET) as _, Step::Network)?,
+            NetRaw::Unshare => ok(libc::unshare(libc::CLONE_NEWNET) as _, Step::Network)?,
+        }
+        ok(libc::chdir(a.cwd) as _, Step::WorkingDir)?;
+        // A source among 0-2 that another target would overwrite is moved
+        // up first (the child's descriptor table is its own).
+        let mut src = a.stdio;
+        for s in &mut src {
+            if (0..=2).contains(s) {
+                let moved = libc::fcntl(*s, libc::F_DUPFD_CLOEXEC, 3);
+                ok(moved as _, Step::Stdio)?;
+                *s = moved;
+            }
+        }
+        for (target, s) in src.iter().enumerate() {
+            ok(libc::dup2(*s, target as i32) as _, Step::Stdio)?;
+        }
+        for fd in a.join {
+            ok(libc::write(*fd, b"0".as_ptr().cast(), 1) as _, Step::Cgroup)?;
+        }
+        for (resource, limit) in a.rlimits {
+            ok(libc::setrlimit(*resource, limit) as _, Step::Rlimit)?;
+        }
+        ok(
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as _,
+            Step::NoNewPrivs,
+        )?;
+        if a.ruleset >= 0 {
+            ok(
+                libc::syscall(libc::SYS_landlock_restrict_self, a.ruleset, 0u32),
+                Step::Landlock,
+            )?;
+        }
+        if a.clear_caps {
+            // Empty effective, permitted and inheritable sets (which empties
+            // the ambient one) with no_new_privs leave the program none: at
+            // exec the kernel grants at most what the caller permitted, even
+            // to root, even for a binary with file capabilities. One call,
+            // where emptying the bounding set too would take one per
+            // capability, each copying the credentials.
+            let mut header = CapHeader {
+                version: 0x2008_0522,
+                pid: 0,
+            };
+            let data = [CapData::default(); 2];
+            ok(
+                libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+                Step::Capabilities,
+            )?;
+        }
+        // Handlers do not survive exec, but a signal arriving between the
+        // mask's end and the exec would run one here; ignored signals do
+        // survive, and SIGPIPE is ignored by every Rust program.
+        let mut action: libc::sigaction = std::mem::zeroed();
+        for sig in 1..libc::SIGRTMAX() {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            if libc::sigaction(sig, std::ptr::null(), &mut action) != 0 {
+                continue;
+            }
+            if action.sa_sigaction != libc::SIG_DFL
+                && (action.sa_sigaction != libc::SIG_IGN || sig == libc::SIGPIPE)
+            {
+                action.sa_sigaction = libc::SIG_DFL;
+                action.sa_flags = 0;
+                ok(
+                    libc::sigaction(sig, &action, std::ptr::null_mut()) as _,
+                    Step::Signals,
+                )?;
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        ok(
+            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) as _,
+            Step::Signals,
+        )?;
+        libc::execve(a.program, a.argv, a.envp);
+        Err(Step::Exec)
+    }
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}

@@ -1,0 +1,203 @@
+//! A running program as the supervisor sees it, however it was started:
+//! by tokio (unconfined, or through the confinement helper) or by a
+//! `kiln_confine::Launcher` (confined, the usual way). Its output arrives
+//! through pipes registered with the runtime either way.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
+
+pub(super) enum Child {
+    Spawned(tokio::process::Child),
+    Launched(LaunchedChild),
+}
+
+/// A started program and the read ends of its stdout and stderr.
+pub(super) struct Started {
+    pub child: Child,
+    pub stdout: pipe::Receiver,
+    pub stderr: pipe::Receiver,
+}
+
+impl Started {
+    /// A program tokio spawned with piped stdout and stderr.
+    pub fn spawned(mut child: tokio::process::Child) -> io::Result<Started> {
+        let missing = || io::Error::other("the program's output pipes are missing");
+        let stdout = child.stdout.take().ok_or_else(missing)?.into_owned_fd()?;
+        let stderr = child.stderr.take().ok_or_else(missing)?.into_owned_fd()?;
+        Ok(Started {
+            child: Child::Spawned(child),
+            stdout: receiver(stdout)?,
+            stderr: receiver(stderr)?,
+        })
+    }
+}
+
+impl Child {
+    /// The process id (and so process group id) until it has been reaped.
+    pub fn id(&self) -> Option<u32> {
+        match self {
+            Child::Spawned(c) => c.id(),
+            Child::Launched(c) => c.status.is_none().then_some(c.pid),
+        }
+    }
+
+    /// Waits for the program to exit and reaps it; cancel-safe.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        match self {
+            Child::Spawned(c) => c.wait().await,
+            Child::Launched(c) => c.wait().await,
+        }
+    }
+}
+
+/// A pipe of two descriptors, both close-on-exec: (read, write).
+pub(super) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both are new descriptors owned by nothing else.
+    Ok(unsafe {
+        use std::os::fd::FromRawFd;
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    })
+}
+
+/// The read end of a pipe, non-blocking and registered with the runtime.
+pub(super) fn receiver(fd: OwnedFd) -> io::Result<pipe::Receiver> {
+    set_nonblocking(&fd)?;
+    pipe::Receiver::from_owned_fd_unchecked(fd)
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A program a launcher started, waited for through its pidfd. Dropped
+/// before it was reaped (its supervisor was cancelled), it is killed and
+/// reaped in the background, as tokio does with `kill_on_drop`.
+pub(super) struct LaunchedChild {
+    pid: u32,
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    status: Option<ExitStatus>,
+}
+
+impl LaunchedChild {
+    pub fn new(launched: kiln_confine::Launched) -> io::Result<LaunchedChild> {
+        // A pidfd is non-blocking for waitid(WNOHANG) either way; the flag
+        // only matters to read(), which nobody calls on it.
+        // SAFETY: an OwnedFd keeps its descriptor open and unchanged for
+        // as long as the AsyncFd owns it.
+        let pidfd = unsafe {
+            AsyncFd::register_with_interest(launched.pidfd, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| e.into_parts().1)?;
+        Ok(LaunchedChild {
+            pid: launched.pid as u32,
+            pidfd: Some(pidfd),
+            status: None,
+        })
+    }
+
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
+        loop {
+            if let Some(status) = self.status {
+                return Ok(status);
+            }
+            let Some(pidfd) = &self.pidfd else {
+                return Err(io::Error::other("the program's pidfd is gone"));
+            };
+            if let Some(status) = reap(pidfd.get_ref(), false)? {
+                self.status = Some(status);
+                continue;
+            }
+            // Readable once the process has exited.
+            pidfd.readable().await?.clear_ready();
+        }
+    }
+}
+
+impl Drop for LaunchedChild {
+    fn drop(&mut self) {
+        let Some(pidfd) = self.pidfd.take() else {
+            return;
+        };
+        if self.status.is_some() {
+            return;
+        }
+        // SAFETY: pidfd_send_signal on a descriptor we own, no siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+        if matches!(reap(pidfd.get_ref(), false), Ok(Some(_)) | Err(_)) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    while let Ok(mut ready) = pidfd.readable().await {
+                        ready.clear_ready();
+                        if !matches!(reap(pidfd.get_ref(), false), Ok(None)) {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(_) => {
+                let fd = pidfd.into_inner();
+                std::thread::spawn(move || reap(&fd, true));
+            }
+        }
+    }
+}
+
+/// Reaps the process behind `pidfd` if it has exited (or, `blocking`,
+/// once it has); its exit status, or `None` while it runs.
+fn reap(pidfd: &OwnedFd, blocking: bool) -> io::Result<Option<ExitStatus>> {
+    let flags = libc::WEXITED | if blocking { 0 } else { libc::WNOHANG };
+    // SAFETY: a zeroed siginfo is a valid out-parameter; P_PIDFD takes
+    // the descriptor as the id.
+    let info = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        if libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            flags,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        info
+    };
+    // SAFETY: waitid filled in a SIGCHLD siginfo (or left it zeroed).
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    // As a wait status: an exit code in the second byte, or the signal.
+    let raw = match info.si_code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_DUMPED => status | 0x80,
+        _ => status,
+    };
+    Ok(Some(ExitStatus::from_raw(raw)))
+}
