@@ -32,6 +32,10 @@ use std::time::{Duration, Instant};
 pub const CONCURRENCIES: [usize; 3] = [1, 4, 10];
 /// The concurrency the CCP4i2 comparison is made at.
 pub const CCP4I2_OWN: usize = 10;
+/// Slices of a round's N programs that the variants take turns at; each
+/// plugin slice is one job, whose start and end (about 3 ms) count in its
+/// time.
+const SLICES: usize = 4;
 /// Captured output per program, as the host's default limit.
 const CAPTURE_LIMIT: usize = 16 << 20;
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -546,26 +550,39 @@ pub async fn measure(
             jobs += 1;
         }
     }
+    // Each round's N programs run in slices, the variants taking turns
+    // slice by slice, so that a slow spell of this shared machine falls on
+    // every variant of the round alike rather than on whichever ran then.
+    let slices = SLICES.min(n);
     for round in 0..rounds {
         for &c in &CONCURRENCIES {
-            // Rotate the order each round so no variant always follows the
-            // same neighbour (page cache, CPU frequency, other load).
-            let k = (round + c) % variants.len();
-            let order = variants[k..].iter().chain(&variants[..k]);
-            for &v in order {
-                eprintln!(
-                    "kiln-bench: round {}/{rounds}, c={c}: {}...",
-                    round + 1,
-                    v.label()
-                );
-                let per = bench
-                    .run_once(v, n, c, python)
-                    .await
-                    .with_context(|| format!("{} at c={c}", v.label()))?;
-                if matches!(v, Variant::PluginConfined | Variant::PluginUnconfined) {
-                    jobs += 1;
+            eprintln!(
+                "kiln-bench: round {}/{rounds}, c={c}: {} variants in {slices} slices...",
+                round + 1,
+                variants.len()
+            );
+            let mut total: BTreeMap<Variant, Duration> = BTreeMap::new();
+            for slice in 0..slices {
+                let size = n / slices + usize::from(slice < n % slices);
+                // Rotate the order each slice so no variant always follows
+                // the same neighbour (page cache, CPU frequency).
+                let k = (round + c + slice) % variants.len();
+                for &v in variants[k..].iter().chain(&variants[..k]) {
+                    let per = bench
+                        .run_once(v, size, c, python)
+                        .await
+                        .with_context(|| format!("{} at c={c}", v.label()))?;
+                    if matches!(v, Variant::PluginConfined | Variant::PluginUnconfined) {
+                        jobs += 1;
+                    }
+                    *total.entry(v).or_default() += per * size as u32;
                 }
-                times.entry((v, c)).or_default().push(per.as_secs_f64());
+            }
+            for (v, t) in total {
+                times
+                    .entry((v, c))
+                    .or_default()
+                    .push(t.as_secs_f64() / n as f64);
             }
         }
     }

@@ -28,17 +28,10 @@ pub enum ConfineError {
     /// The kernel cannot apply something the policy requires.
     #[error("cannot apply {what}: {why}")]
     Unavailable { what: &'static str, why: String },
-    /// The policy, or this host, does not allow the in-process fast path
-    /// ([`crate::Spawner`]); the helper can still apply it.
-    #[error("a spawner thread cannot apply this policy here: {0}")]
-    NotForSpawner(String),
     /// The policy, or this host, does not allow launching programs
     /// directly ([`crate::Launcher`]); the helper can still apply it.
     #[error("programs cannot be launched directly under this policy here: {0}")]
     NotForLauncher(String),
-    /// A [`crate::Spawner`]'s thread could not be started or is gone.
-    #[error("spawner thread: {0}")]
-    Spawner(String),
     /// Running or talking to the `kiln-confine` helper failed.
     #[error("kiln-confine helper: {0}")]
     Helper(String),

@@ -199,14 +199,24 @@ impl Launcher {
                 }
             },
         };
-        let (ruleset, landlock) = filesystem::ruleset_fd(policy, &mut warnings)?;
+        // The ruleset's paths are resolved here, in the host: a grant that
+        // resolves into the host's own /proc entry (`/proc/self`,
+        // `/dev/fd`, ...) would open the host to every program, and the
+        // program's own entry does not exist yet. So those are left out,
+        // and a launched program cannot read its own `/proc/self` (glibc
+        // does without it).
+        // SAFETY: getpid cannot fail.
+        let host = unsafe { libc::getpid() };
+        let mut grants = policy.clone();
+        for paths in [&mut grants.read_only, &mut grants.read_write] {
+            paths.retain(|p| !names_process(p, host));
+        }
+        let (ruleset, landlock) = filesystem::ruleset_fd(&grants, &mut warnings)?;
         let (rlimits_applied, rlimits) =
             rlimit::plan(&policy.rlimits, policy.require, &mut warnings)?;
         let clear_caps = caps::permitted()? != 0;
         // The shield is built here once so that a launch cannot fail on it.
-        // SAFETY: getpid cannot fail.
-        let host = unsafe { libc::getpid() };
-        crate::seccomp::program(host, host)?;
+        crate::seccomp::program(host)?;
         Ok(Launcher {
             policy: policy.clone(),
             ruleset,
@@ -369,9 +379,33 @@ fn shield_this_thread() -> Result<(), LaunchError> {
     }
     // SAFETY: getpid cannot fail.
     let host = unsafe { libc::getpid() };
-    crate::seccomp::shield(host, host).map_err(|e| fail(io::Error::other(e.to_string())))?;
+    crate::seccomp::shield(host).map_err(|e| fail(io::Error::other(e.to_string())))?;
     SHIELDED.set(true);
     Ok(())
+}
+
+/// Whether `path` resolves into process `pid`'s `/proc` entry (one of its
+/// threads' included).
+fn names_process(path: &std::path::Path, pid: i32) -> bool {
+    // A path that does not resolve is left for Landlock to report.
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let Ok(rest) = real.strip_prefix("/proc") else {
+        return false;
+    };
+    let Some(first) = rest.components().next() else {
+        return false;
+    };
+    let Some(n) = first
+        .as_os_str()
+        .to_str()
+        .and_then(|s| s.parse::<i32>().ok())
+    else {
+        return false;
+    };
+    // A thread's id names its process's entry too.
+    n == pid || std::path::Path::new(&format!("/proc/{pid}/task/{n}")).exists()
 }
 
 /// Waits for a child that failed before its exec (it exits at once).

@@ -6,10 +6,12 @@
 //! execs the program in place, so the program inherits the confinement and
 //! the helper's pid.
 //!
-//! The fast path, [`Spawner`], saves that extra exec: a thread of the host
-//! confines itself once per policy and spawns the programs, which inherit
-//! the thread's confinement. It covers policies without rlimits in a host
-//! with capabilities (root); the helper covers everything.
+//! The fast path, [`Launcher`], saves that extra exec: the host works a
+//! policy out once (a Landlock ruleset descriptor, the namespace to join,
+//! the rlimits) and each program applies it to itself between a vfork-style
+//! clone and its exec, from the thread that launches it. It covers every
+//! policy on x86_64 in a host with CAP_SYS_ADMIN, and policies that allow
+//! the network in any host; the helper covers everything.
 //!
 //! # Helper contract
 //!
@@ -57,10 +59,10 @@
 //!   stdio, working directory and its own process group; grant the job
 //!   directory read-write, the program's install prefix read-only, and set
 //!   `TMPDIR` inside a writable grant.
-//! - Or, for a policy [`Spawner::eligible`] accepts: keep one [`Spawner`]
-//!   per distinct policy (a [`Policy`] is `Hash` + `Eq`), build the program's
-//!   own command (not [`command`]) and spawn it inside [`Spawner::run`];
-//!   fall back to the helper whenever [`Spawner::start`] fails.
+//! - Or, for a policy [`Launcher::eligible`] accepts: keep one [`Launcher`]
+//!   per distinct policy (a [`Policy`] is `Hash` + `Eq`) and start each
+//!   program with [`Launcher::launch`]; fall back to the helper whenever
+//!   [`Launcher::new`] fails.
 //!
 //! # Cost
 //!
@@ -70,9 +72,10 @@
 //! of microseconds; joining the shared network namespace a few tens more;
 //! creating a namespace per spawn costs hundreds, hence [`SharedNetns`].
 //! A statically linked helper (`-C target-feature=+crt-static`) starts
-//! noticeably faster. A [`Spawner`] pays the policy once, at
-//! [`Spawner::start`], and per spawn only the hand-over to its thread and
-//! back. `tests/bench.rs` measures all of this.
+//! noticeably faster. A [`Launcher`] pays for opening the policy's paths
+//! once, at [`Launcher::new`], and per program only the few system calls
+//! that apply it, about as fast as a plain spawn. `tests/bench.rs` measures
+//! all of this.
 
 mod caps;
 mod error;
@@ -84,7 +87,6 @@ mod policy;
 mod probe;
 mod rlimit;
 mod seccomp;
-mod spawner;
 
 pub use error::ConfineError;
 pub use fds::cloexec_inherited_fds;
@@ -96,7 +98,6 @@ pub use policy::{
     system_read_only_paths, system_read_write_paths,
 };
 pub use probe::{NetnsSupport, Support, landlock_gaps, probe};
-pub use spawner::Spawner;
 
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -185,7 +186,7 @@ pub(crate) fn set_no_new_privs(
 /// process's rlimits (see the `seccomp` module). The helper calls it after
 /// [`apply`]; it needs no_new_privs, which `apply` sets.
 pub fn shield_host(host: i32) -> Result<(), ConfineError> {
-    seccomp::shield(host, host)
+    seccomp::shield(host)
 }
 
 /// A command that runs `program` confined by `policy` through `helper` (the

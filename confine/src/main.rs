@@ -114,7 +114,7 @@ fn run(command: Vec<OsString>) -> i32 {
         Ok(_) => {}
         Err(e) => return fail(e),
     }
-    // The shield the spawner threads carry, aimed at the host that started
+    // The shield launched programs carry too, aimed at the host that started
     // this helper (its parent): the program may neither signal the host nor
     // change any other process's rlimits (Landlock covers neither).
     // SAFETY: getppid cannot fail.

@@ -59,48 +59,6 @@ pub(crate) fn isolate(
     }
 }
 
-pub(crate) const USER_NAMESPACE_FROM_THREAD: &str = "the shared network namespace belongs to a user namespace, which a thread of a multithreaded process cannot enter";
-
-/// [`isolate`] for a spawner thread, one of many threads: the user namespace
-/// route is closed to it (the kernel refuses `unshare(CLONE_NEWUSER)` and
-/// `setns` into a user namespace to a multithreaded process), so a namespace
-/// owned by one is refused before the thread starts, and a fresh one can only
-/// be unshared with CAP_SYS_ADMIN. Only the calling thread moves; the fresh
-/// namespace is then private to that thread and the programs it starts.
-pub(crate) fn isolate_thread(
-    network: &Network,
-    require: bool,
-    warnings: &mut Vec<String>,
-) -> Result<NetworkApplied, ConfineError> {
-    let shared = match network {
-        Network::Allowed => return Ok(NetworkApplied::Allowed),
-        Network::Denied => None,
-        Network::DeniedShared(r) => Some(r),
-    };
-    if let Some(r) = shared {
-        if r.user.is_some() {
-            return Err(ConfineError::NotForSpawner(
-                USER_NAMESPACE_FROM_THREAD.into(),
-            ));
-        }
-        match setns(&r.net, libc::CLONE_NEWNET) {
-            Ok(()) => return Ok(NetworkApplied::Joined),
-            Err(e) => warnings.push(format!("{e}; creating a private one instead")),
-        }
-    }
-    // SAFETY: plain syscall, no pointers.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0 {
-        return Ok(NetworkApplied::NewNamespace);
-    }
-    let e = io::Error::last_os_error();
-    degrade(
-        require,
-        warnings,
-        ConfineError::Network(format!("unshare(CLONE_NEWNET): {e}")),
-    )?;
-    Ok(NetworkApplied::NotIsolated)
-}
-
 /// Moves the calling thread into a new, empty network namespace. For a
 /// non-root caller it must be the only thread (user namespaces demand it).
 pub(crate) fn unshare_net() -> Result<NetworkApplied, ConfineError> {

@@ -140,7 +140,7 @@ pub struct NsFile {
 ///   pid), not its children's. glibc reads `/proc/self/maps` for the main
 ///   thread's stack bounds; other processes' entries stay hidden, and
 ///   Landlock's ptrace rules keep `/proc/<pid>/environ` of the host closed.
-///   A [`crate::Spawner`] drops it: resolved there it would name the host.
+///   A [`crate::Launcher`] drops it: resolved there it would name the host.
 /// - `/sys/devices/system/cpu`: glibc's `get_nprocs` (`sysconf`,
 ///   `os.cpu_count()`, OpenMP's default thread count) reads `online` there.
 ///

@@ -1,20 +1,17 @@
-//! The signal shield of a [`crate::Spawner`]: a seccomp filter that keeps
-//! the programs it starts from signalling the host.
+//! The shield: a seccomp filter that keeps the programs Kiln starts from
+//! signalling the host or changing its rlimits.
 //!
-//! A program started by a spawner thread shares that thread's Landlock
-//! domain, so Landlock's signal scoping (ABI 6) does not stop it from
-//! signalling the thread, and a fatal signal aimed at one thread (SIGKILL,
-//! SIGSTOP, SIGTERM without a handler) takes the whole host with it. The
-//! filter, installed on the spawner thread and so inherited by every program
-//! and kept across exec, refuses with EPERM every way of aiming a signal at
-//! the spawner thread or at the host's process id:
+//! Landlock's signal scoping (ABI 6) already keeps a confined program from
+//! signalling processes outside its domain, the host included; it does not
+//! cover rlimits, and on older kernels it does not exist. The filter
+//! refuses with EPERM every way of aiming a signal at the host's process id:
 //!
-//! - `kill`, `tkill`, `rt_sigqueueinfo`, `pidfd_open` whose target is either;
-//!   `kill` of the host's process group (the host may lead one);
+//! - `kill`, `tkill`, `rt_sigqueueinfo`, `pidfd_open` whose target is the
+//!   host; `kill` of the host's process group (the host may lead one);
 //! - `tgkill`, `rt_tgsigqueueinfo` whose thread group is the host's (the
 //!   kernel requires the thread to belong to the group named, so this covers
 //!   every host thread);
-//! - `fcntl(F_SETOWN)` naming either (I/O signals, whose number `F_SETSIG`
+//! - `fcntl(F_SETOWN)` naming the host (I/O signals, whose number `F_SETSIG`
 //!   can make SIGKILL), and `F_SETOWN_EX`, `FIOSETOWN`, `SIOCSPGRP`
 //!   altogether (their target sits behind a pointer the filter cannot read;
 //!   programs hardly use them);
@@ -25,8 +22,13 @@
 //!   own through pid 0 (as `setrlimit` does), stay allowed; setting one's
 //!   own by pid number is refused with the rest.
 //!
-//! The host's other threads are kept from the programs by Landlock's signal
-//! scoping (ABI 6), as the host is from programs the helper exec'd.
+//! Where it is installed: the helper installs it before it execs the
+//! program; a [`crate::Launcher`] installs it once on each thread that
+//! launches, whose programs inherit it (installing it in every child costs
+//! about 0.1 ms, the kernel compiling the filter anew each time). Such a
+//! thread is held to the same rules, which the host never needs to break;
+//! `abort()` then ends the host by SIGSEGV instead of SIGABRT, its raise
+//! being refused.
 //!
 //! Only the low 32 bits of each argument are compared: the kernel reads
 //! these arguments as `int`/`unsigned int`, so the high half cannot smuggle
@@ -36,7 +38,8 @@
 //!
 //! What stays open: a `/proc/<pid>` directory descriptor also works as a
 //! pidfd on kernels before 6.9, so a policy that grants `/proc` itself lets a
-//! program signal the spawner thread through `pidfd_send_signal` there.
+//! program signal the host through `pidfd_send_signal` there where Landlock
+//! has no signal scoping.
 
 // Elsewhere only the refusal below is compiled in.
 #![cfg_attr(
@@ -168,7 +171,7 @@ impl Asm {
         const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
         const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
         let bad = |why: &str| ConfineError::Unavailable {
-            what: "the spawner's signal filter",
+            what: "the signal shield",
             why: why.to_string(),
         };
         let mut out = Vec::with_capacity(self.code.len());
@@ -201,13 +204,11 @@ fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 
-/// The filter protecting `host_pid` (the process) and `thread` (the
-/// spawner thread's id).
+/// The filter protecting process `host_pid`.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-pub(crate) fn program(host_pid: i32, thread: i32) -> Result<Vec<libc::sock_filter>, ConfineError> {
+pub(crate) fn program(host_pid: i32) -> Result<Vec<libc::sock_filter>, ConfineError> {
     use Insn::*;
     let pid = host_pid as u32;
-    let tid = thread as u32;
     // kill(-pgid) signals a process group; the host may lead one.
     let group = host_pid.wrapping_neg() as u32;
 
@@ -257,13 +258,11 @@ pub(crate) fn program(host_pid: i32, thread: i32) -> Result<Vec<libc::sock_filte
     a.emit(Load(arg_low(0)));
     a.emit(JumpEq(group, deny));
     a.emit(JumpEq(pid, deny));
-    a.emit(JumpEq(tid, deny));
     a.emit(Ret(RET_ALLOW));
 
     a.here(either_arg0);
     a.emit(Load(arg_low(0)));
     a.emit(JumpEq(pid, deny));
-    a.emit(JumpEq(tid, deny));
     a.emit(Ret(RET_ALLOW));
 
     a.here(host_arg0);
@@ -281,7 +280,6 @@ pub(crate) fn program(host_pid: i32, thread: i32) -> Result<Vec<libc::sock_filte
     a.emit(Load(arg_low(2)));
     a.emit(JumpEq(pid, deny));
     a.emit(JumpEq(group, deny));
-    a.emit(JumpEq(tid, deny));
     a.emit(Ret(RET_ALLOW));
 
     a.here(ioctl_args);
@@ -313,23 +311,20 @@ pub(crate) fn program(host_pid: i32, thread: i32) -> Result<Vec<libc::sock_filte
 }
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-pub(crate) fn program(
-    _host_pid: i32,
-    _thread: i32,
-) -> Result<Vec<libc::sock_filter>, ConfineError> {
+pub(crate) fn program(_host_pid: i32) -> Result<Vec<libc::sock_filter>, ConfineError> {
     Err(ConfineError::Unavailable {
-        what: "the spawner's signal filter",
+        what: "the signal shield",
         why: "it is only built for x86_64 and aarch64".into(),
     })
 }
 
 /// Installs the shield on the calling thread only (no `TSYNC`), for it and
 /// every process it creates. Needs no_new_privs or CAP_SYS_ADMIN.
-pub(crate) fn shield(host_pid: i32, thread: i32) -> Result<(), ConfineError> {
+pub(crate) fn shield(host_pid: i32) -> Result<(), ConfineError> {
     const PR_SET_SECCOMP: libc::c_int = 22;
-    let filter = program(host_pid, thread)?;
+    let filter = program(host_pid)?;
     let len = u16::try_from(filter.len()).map_err(|_| ConfineError::Unavailable {
-        what: "the spawner's signal filter",
+        what: "the signal shield",
         why: "the filter is too long".into(),
     })?;
     let prog = libc::sock_fprog {
@@ -349,7 +344,7 @@ pub(crate) fn shield(host_pid: i32, thread: i32) -> Result<(), ConfineError> {
     };
     if r != 0 {
         return Err(ConfineError::Unavailable {
-            what: "the spawner's signal filter",
+            what: "the signal shield",
             why: format!("seccomp: {}", io::Error::last_os_error()),
         });
     }
@@ -362,7 +357,7 @@ mod tests {
 
     #[test]
     fn program_resolves_and_ends_in_returns() {
-        let p = program(1234, 1240).unwrap();
+        let p = program(1234).unwrap();
         assert!(p.len() < 100, "{}", p.len());
         let ret = (libc::BPF_RET | libc::BPF_K) as u16;
         assert_eq!(p.last().map(|i| i.code), Some(ret));

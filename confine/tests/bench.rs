@@ -1,18 +1,17 @@
-//! Cost of spawning through the helper and through a [`Spawner`] compared
-//! with a plain spawn, and the cost of starting a [`Spawner`].
+//! Cost of starting a program through the helper and through a [`Launcher`]
+//! compared with a plain spawn, and the cost of preparing a [`Launcher`].
 //!
 //! Run: `cargo test --release --test bench -- --ignored --nocapture`
-//! (as root: a [`Spawner`] needs capabilities).
+//! (as root, for the network namespaces and the cgroups).
 //! `KILN_CONFINE_BENCH_HELPER=/path/to/kiln-confine` measures another build
 //! of the helper (a statically linked one, say) alongside.
 //!
 //! Variants run round-robin, so drift on a shared machine hits all alike.
 
-use kiln_confine::{Launch, Launcher, Network, Policy, SharedNetns, Spawner};
+use kiln_confine::{Launch, Launcher, Network, Policy, SharedNetns};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_kiln-confine");
@@ -70,31 +69,54 @@ fn spawned(name: impl Into<String>, make: impl Fn() -> Command + 'static) -> Var
     })
 }
 
-/// Spawn on the spawner's thread, wait from this one, as the host would.
-fn spawned_by(name: impl Into<String>, spawner: Arc<Spawner>, dir: PathBuf) -> Variant {
-    let name = name.into();
-    let label = name.clone();
-    variant(name, move || {
-        let mut cmd = host_like(&dir);
-        let t = Instant::now();
-        let mut child = spawner.run(move || cmd.spawn()).unwrap().unwrap();
-        let status = child.wait().unwrap();
-        let elapsed = t.elapsed();
-        assert!(status.success(), "{label}: {status:?}");
-        elapsed
-    })
+/// Test cgroups a launched program is born in (v2) or joins (v1 `tasks`),
+/// removed when dropped.
+#[derive(Default)]
+struct Cgroups {
+    v2_dir: Option<std::fs::File>,
+    v1_tasks: Option<std::fs::File>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Cgroups {
+    fn make(v2: bool, v1: bool) -> Option<Cgroups> {
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let mut c = Cgroups::default();
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("kiln-confine-bench-{}-{n}", std::process::id());
+        if v2 {
+            let dir = Path::new("/sys/fs/cgroup/unified").join(&name);
+            std::fs::create_dir(&dir).ok()?;
+            c.dirs.push(dir.clone());
+            c.v2_dir = Some(std::fs::File::open(&dir).ok()?);
+        }
+        if v1 {
+            let dir = Path::new("/sys/fs/cgroup/pids").join(&name);
+            std::fs::create_dir(&dir).ok()?;
+            c.dirs.push(dir.clone());
+            let tasks = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("tasks"));
+            c.v1_tasks = Some(tasks.ok()?);
+        }
+        Some(c)
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
 }
 
 /// Launch with a [`Launcher`] from this thread and wait, as the host would.
-fn launched(name: impl Into<String>, launcher: Launcher, dir: PathBuf) -> Variant {
-    launched_in(name, launcher, dir, None)
-}
-
-fn launched_in(
+fn launched(
     name: impl Into<String>,
     launcher: Launcher,
     dir: PathBuf,
-    procs: Option<std::fs::File>,
+    cgroups: Cgroups,
 ) -> Variant {
     use std::ffi::CString;
     use std::os::fd::AsFd;
@@ -117,8 +139,12 @@ fn launched_in(
                 stdout: null.as_fd(),
                 stderr: null.as_fd(),
                 process_group: true,
-                cgroup: None,
-                join: &procs.iter().map(|f| f.as_fd()).collect::<Vec<_>>(),
+                cgroup: cgroups.v2_dir.as_ref().map(|f| f.as_fd()),
+                join: &cgroups
+                    .v1_tasks
+                    .iter()
+                    .map(|f| f.as_fd())
+                    .collect::<Vec<_>>(),
             })
             .unwrap();
         // SAFETY: a zeroed siginfo is a valid out-parameter.
@@ -163,47 +189,27 @@ fn spawn_overhead() {
     let holder = SharedNetns::start(Path::new(HELPER)).unwrap();
     let mut shared = typical.clone();
     shared.network = holder.network();
-    // What a spawner can apply: the same without rlimits.
     let mut no_limits_allowed = allowed.clone();
     no_limits_allowed.rlimits = Default::default();
     let mut no_limits_shared = shared.clone();
     no_limits_shared.rlimits = Default::default();
-    let mut no_limits_denied = no_limits_shared.clone();
-    no_limits_denied.network = Network::Denied;
 
-    // Starting a spawner: a thread, the policy, the filter; and ending it.
-    // Measured first: namespaces the helper variants create are torn down
-    // asynchronously for seconds afterwards and slow everything around.
-    println!("Spawner::start, median of {STARTS} (start, then drop):");
-    println!("{:<52} {:>8} {:>8}", "", "start us", "drop us");
-    let cases = [
+    // Preparing a launcher: opening the granted paths into a ruleset.
+    println!("Launcher::new, median of {STARTS}:");
+    for (name, policy) in [
         ("system paths, net allowed", &no_limits_allowed),
-        ("system paths, shared netns", &no_limits_shared),
-        (
-            "system paths, own netns (Network::Denied)",
-            &no_limits_denied,
-        ),
-    ];
-    for (name, policy) in cases {
+        ("system paths + rlimits, shared netns", &shared),
+    ] {
         let mut starts = Vec::with_capacity(STARTS);
-        let mut drops = Vec::with_capacity(STARTS);
         for _ in 0..STARTS {
             let t = Instant::now();
-            let s = Spawner::start(policy).unwrap();
+            let l = Launcher::new(policy).unwrap();
             starts.push(t.elapsed());
-            let t = Instant::now();
-            drop(s);
-            drops.push(t.elapsed());
+            drop(l);
         }
-        println!(
-            "{:<52} {:>8} {:>8}",
-            name,
-            median(&mut starts).as_micros(),
-            median(&mut drops).as_micros()
-        );
+        println!("{:<52} {:>8} us", name, median(&mut starts).as_micros());
     }
     println!();
-    std::thread::sleep(Duration::from_secs(2));
 
     let helper = PathBuf::from(HELPER);
     let mut variants = vec![spawned("direct", || Command::new(TRUE))];
@@ -215,56 +221,30 @@ fn spawn_overhead() {
     {
         let dir = dir.clone();
         variants.push(spawned("direct, host-like command", move || {
-            let mut cmd = Command::new(TRUE);
-            cmd.env_clear()
-                .env("PATH", "/usr/bin:/bin")
-                .current_dir(&dir)
-                .process_group(0);
-            cmd
+            host_like(&dir)
         }));
     }
-    let spawner_allowed = Arc::new(Spawner::start(&no_limits_allowed).unwrap());
-    let spawner_shared = Arc::new(Spawner::start(&no_limits_shared).unwrap());
-    {
-        let s = spawner_allowed.clone();
-        variants.push(variant(
-            "spawner, hand-over only (empty closure)",
-            move || {
-                let t = Instant::now();
-                s.run(|| ()).unwrap();
-                t.elapsed()
-            },
-        ));
-    }
-    variants.push(spawned_by(
-        "spawner, system paths, net allowed",
-        spawner_allowed.clone(),
-        dir.clone(),
-    ));
-    variants.push(spawned_by(
-        "spawner, system paths, shared netns",
-        spawner_shared.clone(),
-        dir.clone(),
-    ));
     for (name, policy) in [
         ("launcher, system paths, net allowed", &no_limits_allowed),
         ("launcher, system paths, shared netns", &no_limits_shared),
         ("launcher, system paths + rlimits, shared netns", &shared),
     ] {
-        variants.push(launched(name, Launcher::new(policy).unwrap(), dir.clone()));
+        let launcher = Launcher::new(policy).unwrap();
+        variants.push(launched(name, launcher, dir.clone(), Cgroups::default()));
     }
-    let v1 = Path::new("/sys/fs/cgroup/pids/kiln-bench-launch");
-    let _ = std::fs::create_dir(v1);
-    if let Ok(f) = std::fs::OpenOptions::new()
-        .write(true)
-        .open(v1.join("tasks"))
-    {
-        variants.push(launched_in(
-            "launcher, shared netns, joins v1 pids",
-            Launcher::new(&no_limits_shared).unwrap(),
-            dir.clone(),
-            Some(f),
-        ));
+    for (name, v2, v1) in [
+        ("launcher, shared netns, born in a v2 cgroup", true, false),
+        (
+            "launcher, shared netns, joins a v1 pids cgroup",
+            false,
+            true,
+        ),
+        ("launcher, shared netns, both", true, true),
+    ] {
+        if let Some(cgroups) = Cgroups::make(v2, v1) {
+            let launcher = Launcher::new(&no_limits_shared).unwrap();
+            variants.push(launched(name, launcher, dir.clone(), cgroups));
+        }
     }
     {
         let (h, p) = (helper.clone(), no_limits_shared.clone());
@@ -334,7 +314,6 @@ fn spawn_overhead() {
             m.as_secs_f64() / base.as_secs_f64(),
         );
     }
-    drop((spawner_allowed, spawner_shared));
 
     drop(holder);
 }

@@ -28,6 +28,11 @@ pub struct HostConfig {
     pub confine_helper: Option<PathBuf>,
     /// Refuse to run any program that cannot be fully confined.
     pub require_confinement: bool,
+    /// Launch confined programs directly where the kernel and the policy
+    /// allow (see `kiln_confine::Launcher`); off, every confined program
+    /// goes through the helper, which applies the same confinement at the
+    /// cost of an extra exec (about 1 ms each).
+    pub launch_directly: bool,
     /// Native programs running at once across every job (CCP4i2's
     /// maxRunningProcesses); more wait in a FIFO queue.
     pub max_running_processes: usize,
@@ -45,6 +50,7 @@ impl HostConfig {
             stage: SimulatedStage::default_stage(),
             confine_helper: crate::process::find_helper(),
             require_confinement: false,
+            launch_directly: true,
             max_running_processes: 4,
             resume: true,
         }
@@ -241,7 +247,11 @@ impl Host {
                 catalog,
                 registry: config.registry,
                 stage: config.stage,
-                confinement: Confinement::new(config.confine_helper, config.require_confinement),
+                confinement: Confinement::new(
+                    config.confine_helper,
+                    config.require_confinement,
+                    config.launch_directly,
+                ),
                 cgroups: crate::process::cgroup::CgroupRoot::create(),
                 process_slots: Arc::new(tokio::sync::Semaphore::new(
                     config.max_running_processes.max(1),

@@ -16,8 +16,11 @@ fn run_draws_a_live_tree_or_plain_lines() {
     let tmp = tempfile::tempdir().unwrap();
     let reg = registry(tmp.path());
     let fast = ["--param", "NCYCLES=1", "--param", "WEIGHTS=0.2 0.4"];
+    // Long enough (each refinement 0.3 s) for the tree, redrawn every
+    // 0.1 s, to be drawn more than once.
+    let slower = ["--param", "NCYCLES=6", "--param", "WEIGHTS=0.2 0.4"];
 
-    let mut args = refine_scan_args(&reg, &fast);
+    let mut args = refine_scan_args(&reg, &slower);
     args.extend(["--progress".into(), "tree".into(), "--fresh".into()]);
     let out = kiln_args(tmp.path(), &args);
     let stderr = text(&out.stderr);

@@ -136,10 +136,21 @@ async fn required_confinement_refuses_to_run_a_program_unconfined() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn programs_with_rlimits_are_confined_too_through_the_helper() {
-    let t = TestHost::new().await;
-    // Rlimits are per process, so these programs go through kiln-confine
-    // rather than the job's spawner thread: same confinement, plus limits.
+async fn programs_with_rlimits_are_confined_launched_or_through_the_helper() {
+    for direct in [true, false] {
+        rlimits_and_confinement(direct).await;
+    }
+}
+
+async fn rlimits_and_confinement(launch_directly: bool) {
+    let t = TestHost::with_config(
+        |r| r,
+        |mut c| {
+            c.launch_directly = launch_directly;
+            c
+        },
+    )
+    .await;
     let limited = || {
         Some(grants(
             "programs = [\"fake\", \"sneaky-read\"]\n[limits]\nprogram_open_files = 64\nprogram_file_size_bytes = 1000\n",
@@ -231,31 +242,44 @@ async fn a_confined_program_can_neither_lower_the_hosts_limits_nor_signal_it() {
             vec!["-STOP".to_string(), host.clone()],
         ),
     ] {
-        let t = TestHost::with_registry(|mut r| {
-            r.insert(
-                name,
-                ProgramEntry {
-                    path: path.into(),
-                    args: args.clone(),
-                    env: Default::default(),
-                    sha256: None,
+        // Both ways of starting a confined program: launched, and through
+        // the helper.
+        for launch_directly in [true, false] {
+            let t = TestHost::with_config(
+                |mut r| {
+                    r.insert(
+                        name,
+                        ProgramEntry {
+                            path: path.into(),
+                            args: args.clone(),
+                            env: Default::default(),
+                            sha256: None,
+                        },
+                    )
+                    .unwrap();
+                    r
+                },
+                |mut c| {
+                    c.launch_directly = launch_directly;
+                    c
                 },
             )
-            .unwrap();
-            r
-        })
-        .await;
-        // Both spawn paths: the spawner thread, and the helper (an rlimit set).
-        for manifest in [
-            format!("programs = [\"{name}\"]"),
-            format!("programs = [\"{name}\"]\n[limits]\nprogram_open_files = 256\n"),
-        ] {
-            let r = t
-                .probe(&format!("outcome {name}"), Some(grants(&manifest)))
-                .await;
-            assert_ne!(result_text(&r), "exited 0", "{path} {args:?} succeeded");
+            .await;
+            for manifest in [
+                format!("programs = [\"{name}\"]"),
+                format!("programs = [\"{name}\"]\n[limits]\nprogram_open_files = 256\n"),
+            ] {
+                let r = t
+                    .probe(&format!("outcome {name}"), Some(grants(&manifest)))
+                    .await;
+                assert_ne!(
+                    result_text(&r),
+                    "exited 0",
+                    "{path} {args:?} succeeded (launched directly: {launch_directly})"
+                );
+            }
+            t.assert_no_leftovers().await;
         }
-        t.assert_no_leftovers().await;
     }
     assert_eq!(
         std::fs::read_to_string("/proc/self/limits").unwrap(),

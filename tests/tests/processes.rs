@@ -308,23 +308,26 @@ async fn a_setsid_escapee_is_killed_at_the_end_of_its_job() {
         eprintln!("skipped: no cgroup file system");
         return;
     }
-    let t = TestHost::new().await;
-    let started = std::time::Instant::now();
-    // Through the helper (an rlimit set) and through the spawner thread.
-    for grants_toml in [
-        None,
-        Some("programs = [\"fake\"]\n[limits]\nprogram_open_files = 256\n"),
-    ] {
-        let report = t
-            .probe("outcome fake setsid-grandchild 60", grants_toml.map(grants))
-            .await;
+    // Launched directly (born in the job's cgroups) and through the helper
+    // (which joins them before its exec).
+    for launch_directly in [true, false] {
+        let t = TestHost::with_config(
+            |r| r,
+            |mut c| {
+                c.launch_directly = launch_directly;
+                c
+            },
+        )
+        .await;
+        let started = std::time::Instant::now();
+        let report = t.probe("outcome fake setsid-grandchild 60", None).await;
         assert_eq!(result_text(&report), "exited 0");
         let pid = pid_in_log(&report);
         assert!(
             died_within_5s(pid),
-            "the setsid escapee {pid} outlived its job"
+            "the setsid escapee {pid} outlived its job (launched directly: {launch_directly})"
         );
+        assert!(started.elapsed() < std::time::Duration::from_secs(15));
+        t.assert_no_leftovers().await;
     }
-    assert!(started.elapsed() < std::time::Duration::from_secs(30));
-    t.assert_no_leftovers().await;
 }

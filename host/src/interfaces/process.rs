@@ -146,8 +146,10 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
         grace: KILL_GRACE,
         // Launched and helper-run programs join before they exec.
         adopt_after_spawn: confine.is_none(),
-        cgroups: job
-            .with_cgroup(b.host.cgroups.as_ref(), |cg| cg.join_list())
+        // The helper joins them by name; a launched program through handles.
+        cgroups: (!matches!(confine, Some(process::Confined::Launcher(_))))
+            .then(|| job.with_cgroup(b.host.cgroups.as_ref(), |cg| cg.join_list()))
+            .flatten()
             .flatten(),
         cgroup_handles: job.with_cgroup(b.host.cgroups.as_ref(), |cg| cg.handles()),
         confine,

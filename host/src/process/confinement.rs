@@ -60,6 +60,8 @@ pub struct Confinement {
     helper: Option<PathBuf>,
     /// Required for every job, whatever its grants say.
     require: bool,
+    /// Launch directly where possible, rather than always through the helper.
+    launch_directly: bool,
     /// Why confinement is incomplete here, if it is.
     gap: Option<String>,
     /// One empty network namespace, joined by every program without network.
@@ -87,7 +89,7 @@ struct Cached {
 }
 
 impl Confinement {
-    pub fn new(helper: Option<PathBuf>, require: bool) -> Confinement {
+    pub fn new(helper: Option<PathBuf>, require: bool, launch_directly: bool) -> Confinement {
         let support = kiln_confine::probe();
         let mut gaps = Vec::new();
         if helper.is_none() {
@@ -104,6 +106,7 @@ impl Confinement {
         Confinement {
             helper,
             require,
+            launch_directly,
             gap: (!gaps.is_empty()).then(|| gaps.join("; ")),
             netns: Mutex::new(None),
             warned: Once::new(),
@@ -154,11 +157,15 @@ impl Confinement {
         if entry.missing.iter().any(|p| p.exists()) {
             return None;
         }
-        if !job.grants.network && self.shared_netns(&entry.helper) != entry.policy.network {
-            return None;
-        }
         match &entry.launcher {
+            // It holds the namespace it joins programs to open: that stays
+            // empty whether or not the host's holder of it lives on.
             Some(launcher) => launcher.upgrade().map(Confined::Launcher),
+            None if !job.grants.network
+                && self.shared_netns(&entry.helper) != entry.policy.network =>
+            {
+                None
+            }
             // The helper opens every granted path on each spawn: one that
             // has gone since would fail it, where a fresh policy leaves it
             // out.
@@ -178,7 +185,7 @@ impl Confinement {
     /// The job's launcher for `policy` (prepared on first use) where the
     /// policy allows one, else the helper.
     fn launcher_or_helper(&self, job: &Job, helper: PathBuf, policy: Policy) -> Confined {
-        if Launcher::eligible(&policy).is_err() {
+        if !self.launch_directly || Launcher::eligible(&policy).is_err() {
             return Confined::Helper { helper, policy };
         }
         let mut launchers = lock(&job.launchers);

@@ -306,9 +306,6 @@ async fn run(
 /// Open stdin and start the program: launched confined, through the
 /// helper, or unconfined.
 async fn start(spec: &SpawnSpec) -> Result<Started, String> {
-    // A missing or non-executable program is told apart here, clearly,
-    // rather than from the helper's exit status.
-    check_executable(&spec.program)?;
     let stdin = match &spec.stdin {
         Some(path) => Some(
             std::fs::File::open(path)
@@ -319,6 +316,9 @@ async fn start(spec: &SpawnSpec) -> Result<Started, String> {
     if let Some(Confined::Launcher(launcher)) = &spec.confine {
         return launch(launcher, spec, stdin);
     }
+    // A missing or non-executable program is told apart here, clearly,
+    // rather than from the helper's exit status.
+    check_executable(&spec.program)?;
     let mut cmd = match &spec.confine {
         // The helper's command has a cleared environment already.
         Some(Confined::Helper { helper, policy }) => tokio::process::Command::from(
@@ -406,7 +406,10 @@ fn launch(
         })
         .map_err(|e| {
             if e.exec_failed() {
-                spawn_error_text(&spec.program, &e.source)
+                // Which of missing, not a file, not executable.
+                check_executable(&spec.program)
+                    .err()
+                    .unwrap_or_else(|| spawn_error_text(&spec.program, &e.source))
             } else {
                 format!("{}: {e}", spec.program.display())
             }
