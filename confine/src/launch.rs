@@ -305,15 +305,11 @@ impl Launcher {
             args.flags |= CLONE_INTO_CGROUP;
             args.cgroup = cg.as_raw_fd() as u64;
         }
-        // Every signal blocked across the clone: a handler of the host must
-        // never run on the child's stack. The child empties its own mask.
-        // SAFETY: valid sigset pointers; the mask is restored below.
-        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-        unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        }
+        // Every signal blocked across the clone, glibc's own two included
+        // (hence the raw call): a handler of the host must never run on the
+        // child's stack. The child empties its own mask.
+        let mut old: u64 = 0;
+        set_signal_mask(!0, Some(&mut old));
         // SAFETY: `args` describes a stack that outlives the child's use of
         // it (the caller is suspended until the child execs or exits), and
         // `child_main` touches only `child`, which lives as long.
@@ -325,8 +321,7 @@ impl Launcher {
             )
         };
         let clone_error = (pid < 0).then(|| io::Error::from_raw_os_error(-pid as i32));
-        // SAFETY: restoring the mask saved above.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        set_signal_mask(old, None);
         drop(stack);
         if let Some(source) = clone_error {
             return Err(LaunchError {
@@ -358,9 +353,13 @@ thread_local! {
 /// Installs the seccomp shield on the calling thread, once: every program
 /// it launches inherits the filter. Installing it in each child instead
 /// costs about 0.1 ms per program (the kernel compiles the filter anew).
-/// The thread itself is held to the same rules, which a host never needs
-/// to break: no signal to its own process id or group, no `tgkill` within
-/// the host, no changing another process's rlimits.
+/// The thread itself, and every thread it starts from then on, is held to
+/// the same rules, which a host never needs to break: no signal to its own
+/// process id or group (`raise` and `abort`'s SIGABRT included: `abort`
+/// then ends the process by SIGSEGV), no `tgkill` within the host, no
+/// changing another process's rlimits. A host without CAP_SYS_ADMIN must
+/// set no_new_privs on the thread first: what that thread and its later
+/// threads exec can then never gain privileges (setuid programs).
 fn shield_this_thread() -> Result<(), LaunchError> {
     if SHIELDED.get() {
         return Ok(());
@@ -382,6 +381,25 @@ fn shield_this_thread() -> Result<(), LaunchError> {
     crate::seccomp::shield(host).map_err(|e| fail(io::Error::other(e.to_string())))?;
     SHIELDED.set(true);
     Ok(())
+}
+
+/// Sets the calling thread's signal mask (bit `n - 1`: signal `n`), every
+/// signal included (glibc's wrappers keep its own two, 32 and 33, out),
+/// returning the previous one in `old`.
+fn set_signal_mask(mask: u64, old: Option<&mut u64>) {
+    let old = old.map_or(std::ptr::null_mut(), |o| o as *mut u64);
+    // SAFETY: rt_sigprocmask with an 8-byte set (the kernel's sigset_t on
+    // the architectures built for) and a valid or null out-pointer; it
+    // cannot fail with these arguments.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &mask as *const u64,
+            old,
+            std::mem::size_of::<u64>(),
+        );
+    }
 }
 
 /// Whether `path` resolves into process `pid`'s `/proc` entry (one of its
@@ -626,7 +644,7 @@ unsafe fn confine_and_exec(a: &ChildArgs<'_>) -> Result<Never, Step> {
         // mask's end and the exec would run one here; ignored signals do
         // survive, and SIGPIPE is ignored by every Rust program.
         let mut action: libc::sigaction = std::mem::zeroed();
-        for sig in 1..libc::SIGRTMAX() {
+        for sig in 1..=libc::SIGRTMAX() {
             if sig == libc::SIGKILL || sig == libc::SIGSTOP {
                 continue;
             }
@@ -644,12 +662,7 @@ unsafe fn confine_and_exec(a: &ChildArgs<'_>) -> Result<Never, Step> {
                 )?;
             }
         }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        ok(
-            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) as _,
-            Step::Signals,
-        )?;
+        set_signal_mask(0, None);
         libc::execve(a.program, a.argv, a.envp);
         Err(Step::Exec)
     }

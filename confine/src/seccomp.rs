@@ -7,7 +7,8 @@
 //! refuses with EPERM every way of aiming a signal at the host's process id:
 //!
 //! - `kill`, `tkill`, `rt_sigqueueinfo`, `pidfd_open` whose target is the
-//!   host; `kill` of the host's process group (the host may lead one);
+//!   host; `kill` of the host's process group (the host may lead one) and
+//!   of every process (`kill(-1)`);
 //! - `tgkill`, `rt_tgsigqueueinfo` whose thread group is the host's (the
 //!   kernel requires the thread to belong to the group named, so this covers
 //!   every host thread);
@@ -22,13 +23,16 @@
 //!   own through pid 0 (as `setrlimit` does), stay allowed; setting one's
 //!   own by pid number is refused with the rest.
 //!
+//! Signals aimed at another thread of the host by its thread id are left
+//! to Landlock's scoping: the filter knows only the process id.
+//!
 //! Where it is installed: the helper installs it before it execs the
 //! program; a [`crate::Launcher`] installs it once on each thread that
 //! launches, whose programs inherit it (installing it in every child costs
 //! about 0.1 ms, the kernel compiling the filter anew each time). Such a
-//! thread is held to the same rules, which the host never needs to break;
-//! `abort()` then ends the host by SIGSEGV instead of SIGABRT, its raise
-//! being refused.
+//! thread, and the threads it starts later, are held to the same rules,
+//! which the host never needs to break; `abort()` then ends the host by
+//! SIGSEGV instead of SIGABRT, its raise being refused.
 //!
 //! Only the low 32 bits of each argument are compared: the kernel reads
 //! these arguments as `int`/`unsigned int`, so the high half cannot smuggle
@@ -254,8 +258,10 @@ pub(crate) fn program(host_pid: i32) -> Result<Vec<libc::sock_filter>, ConfineEr
         a.emit(Ret(RET_ALLOW));
     }
 
+    // kill(-1) signals every process the caller may signal, the host too.
     a.here(kill_args);
     a.emit(Load(arg_low(0)));
+    a.emit(JumpEq(u32::MAX, deny));
     a.emit(JumpEq(group, deny));
     a.emit(JumpEq(pid, deny));
     a.emit(Ret(RET_ALLOW));
