@@ -626,24 +626,10 @@ fn denied_network_gets_a_namespace_per_program() {
     }
     let rw = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let launcher = Launcher::new(&policy(rw.path(), Network::Denied)).unwrap();
     assert_eq!(launcher.applied().network, NetworkApplied::NewNamespace);
     assert!(launcher.applied().warnings.is_empty());
-    let r = run(&launcher, "/bin/bash", &["-c", &connect_script(port)]);
-    assert!(!r.success(), "connected with the network denied: {r:?}");
-    assert!(!accepted(&listener));
-
-    let (a, b) = (started(&launcher), started(&launcher));
-    let (ns_a, ns_b) = (
-        netns(&format!("/proc/{}", a.pid)),
-        netns(&format!("/proc/{}", b.pid)),
-    );
-    stop(a);
-    stop(b);
-    assert_ne!(ns_a, netns("/proc/self"));
-    assert_ne!(ns_b, netns("/proc/self"));
-    assert_ne!(ns_a, ns_b, "two programs share a namespace");
+    assert_no_network_and_a_namespace_per_program(&launcher, &listener);
 }
 
 #[test]
@@ -653,7 +639,6 @@ fn stale_shared_namespace_falls_back_to_a_namespace_per_program() {
     }
     let rw = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let network = SharedNetns::start(Path::new(HELPER)).unwrap().network();
     // The holder is gone: its reference must not be joined.
     let launcher = Launcher::new(&policy(rw.path(), network)).unwrap();
@@ -666,10 +651,17 @@ fn stale_shared_namespace_falls_back_to_a_namespace_per_program() {
         applied.warnings
     );
 
-    let r = run(&launcher, "/bin/bash", &["-c", &connect_script(port)]);
+    assert_no_network_and_a_namespace_per_program(&launcher, &listener);
+}
+
+/// Programs of `launcher` cannot reach `listener`, and each has an empty
+/// network namespace of its own.
+fn assert_no_network_and_a_namespace_per_program(launcher: &Launcher, listener: &TcpListener) {
+    let port = listener.local_addr().unwrap().port();
+    let r = run(launcher, "/bin/bash", &["-c", &connect_script(port)]);
     assert!(!r.success(), "connected with the network denied: {r:?}");
-    assert!(!accepted(&listener));
-    let (a, b) = (started(&launcher), started(&launcher));
+    assert!(!accepted(listener));
+    let (a, b) = (started(launcher), started(launcher));
     let (ns_a, ns_b) = (
         netns(&format!("/proc/{}", a.pid)),
         netns(&format!("/proc/{}", b.pid)),
@@ -677,6 +669,7 @@ fn stale_shared_namespace_falls_back_to_a_namespace_per_program() {
     stop(a);
     stop(b);
     assert_ne!(ns_a, netns("/proc/self"));
+    assert_ne!(ns_b, netns("/proc/self"));
     assert_ne!(ns_a, ns_b, "two programs share a namespace");
 }
 
