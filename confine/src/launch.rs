@@ -46,8 +46,10 @@
 //!   parent's memory), and without CAP_SYS_ADMIN no namespace can be
 //!   entered at all: such policies are refused with
 //!   [`ConfineError::NotForLauncher`]; the helper covers them.
-//! - The kernel must have `clone3` with `CLONE_PIDFD` (5.2), and
-//!   `CLONE_INTO_CGROUP` (5.7) when a cgroup is given.
+//! - The kernel must have `clone3` (5.3; checked once, and where it is
+//!   missing or refused by a seccomp profile the helper remains), and
+//!   `CLONE_INTO_CGROUP` (5.7) when a cgroup is given: on 5.3 to 5.6 such
+//!   a launch fails with EINVAL.
 
 use crate::{Applied, ConfineError, Network, NetworkApplied, Policy, caps, filesystem, rlimit};
 use std::ffi::{CStr, CString, c_void};
@@ -160,6 +162,9 @@ impl Launcher {
             return Err(ConfineError::NotForLauncher(
                 "launching is only built for x86_64".into(),
             ));
+        }
+        if let Some(why) = clone3_missing() {
+            return Err(ConfineError::NotForLauncher(why.to_string()));
         }
         let not = |why: &str| Err(ConfineError::NotForLauncher(why.into()));
         match &policy.network {
@@ -400,6 +405,25 @@ fn set_signal_mask(mask: u64, old: Option<&mut u64>) {
             std::mem::size_of::<u64>(),
         );
     }
+}
+
+/// Why `clone3` cannot be used here, if it cannot: a kernel before 5.3, or
+/// a seccomp profile that refuses it (some container runtimes' do). Asked
+/// once, with arguments the kernel rejects before doing anything.
+fn clone3_missing() -> Option<&'static str> {
+    static MISSING: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    MISSING
+        .get_or_init(|| {
+            // SAFETY: a null argument block of size 0 is refused with EINVAL
+            // by a kernel that has clone3; nothing is created.
+            let r = unsafe { libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0usize) };
+            let e = io::Error::last_os_error();
+            match (r, e.raw_os_error()) {
+                (-1, Some(libc::EINVAL)) => None,
+                _ => Some(format!("clone3 is not available here ({e})")),
+            }
+        })
+        .as_deref()
 }
 
 /// Whether `path` resolves into process `pid`'s `/proc` entry (one of its
