@@ -47,9 +47,10 @@
 //!   entered at all: such policies are refused with
 //!   [`ConfineError::NotForLauncher`]; the helper covers them.
 //! - The kernel must have `clone3` (5.3; checked once, and where it is
-//!   missing or refused by a seccomp profile the helper remains), and
-//!   `CLONE_INTO_CGROUP` (5.7) when a cgroup is given: on 5.3 to 5.6 such
-//!   a launch fails with EINVAL.
+//!   missing or refused by a seccomp profile the helper remains),
+//!   `waitid(P_PIDFD)` to reap through the pidfd (5.4), and
+//!   `CLONE_INTO_CGROUP` (5.7) when a cgroup is given: before 5.7 such a
+//!   launch fails with EINVAL.
 
 use crate::{Applied, ConfineError, Network, NetworkApplied, Policy, caps, filesystem, rlimit};
 use std::ffi::{CStr, CString, c_void};
