@@ -1,6 +1,6 @@
 //! The fast path: a [`Launcher`] works a [`Policy`] out once (a Landlock
-//! ruleset descriptor, the namespace to join, the rlimits, the signal
-//! shield) and each program applies it to itself between a vfork-style
+//! ruleset descriptor, the namespace to join, the rlimits) and each
+//! program applies it to itself between a vfork-style
 //! clone and its exec, from whatever thread asks, without a helper exec and
 //! without a thread to hand over to.
 //!
@@ -55,8 +55,9 @@
 use crate::{Applied, ConfineError, Network, NetworkApplied, Policy, caps, filesystem, rlimit};
 use std::ffi::{CStr, CString, c_void};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 
 /// A policy prepared for launching programs under it.
 #[derive(Debug)]
@@ -93,8 +94,8 @@ pub struct Launch<'a> {
     pub process_group: bool,
     /// A cgroup v2 directory the program is born in.
     pub cgroup: Option<BorrowedFd<'a>>,
-    /// `cgroup.procs` files (cgroup v1) the program moves itself into
-    /// before its exec.
+    /// `tasks` files (cgroup v1) the program moves itself into before its
+    /// exec, writing `0`.
     pub join: &'a [BorrowedFd<'a>],
 }
 
@@ -197,8 +198,8 @@ impl Launcher {
         let (network, net_applied) = match &policy.network {
             Network::Allowed => (NetPlan::Keep, NetworkApplied::Allowed),
             Network::Denied => (NetPlan::Unshare, NetworkApplied::NewNamespace),
-            Network::DeniedShared(r) => match open_ns(&r.net) {
-                Ok(fd) => (NetPlan::Join(fd), NetworkApplied::Joined),
+            Network::DeniedShared(r) => match crate::netns::open_shared(&r.net) {
+                Ok(file) => (NetPlan::Join(file.into()), NetworkApplied::Joined),
                 Err(e) => {
                     warnings.push(format!("{e}; creating a private one per program instead"));
                     (NetPlan::Unshare, NetworkApplied::NewNamespace)
@@ -291,8 +292,9 @@ impl Launcher {
             clear_caps: self.clear_caps,
             failure: &mut failure,
         };
-        // The child's stack: 16-byte aligned, its top where it starts.
-        let mut stack = vec![0u128; CHILD_STACK / 16];
+        // The child's stack: 16-byte aligned, its top where it starts. Left
+        // uninitialised: only the child writes it, before it reads it.
+        let mut stack: Vec<u128> = Vec::with_capacity(CHILD_STACK / 16);
         let mut pidfd: RawFd = -1;
         let mut args = CloneArgs {
             flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64,
@@ -338,7 +340,8 @@ impl Launcher {
         // SAFETY: the kernel wrote a new descriptor that nothing else owns.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
         if failure.step != 0 {
-            reap(&pidfd);
+            // It exits at once; only the reason it failed matters.
+            let _ = reap(pidfd.as_fd(), true);
             return Err(LaunchError {
                 step: STEPS[(failure.step as usize).min(STEPS.len() - 1)],
                 source: io::Error::from_raw_os_error(failure.errno),
@@ -451,35 +454,38 @@ fn names_process(path: &std::path::Path, pid: i32) -> bool {
     n == pid || std::path::Path::new(&format!("/proc/{pid}/task/{n}")).exists()
 }
 
-/// Waits for a child that failed before its exec (it exits at once).
-fn reap(pidfd: &OwnedFd) {
-    // SAFETY: `info` is a valid out-pointer; P_PIDFD takes the descriptor.
-    unsafe {
+/// Reaps the process behind `pidfd` (a [`Launched`] program's) if it has
+/// exited, or, `blocking`, once it has; its exit status, or `None` while it
+/// runs.
+pub fn reap(pidfd: BorrowedFd<'_>, blocking: bool) -> io::Result<Option<ExitStatus>> {
+    let flags = libc::WEXITED | if blocking { 0 } else { libc::WNOHANG };
+    // SAFETY: a zeroed siginfo is a valid out-parameter; P_PIDFD takes the
+    // descriptor as the id.
+    let info = unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
-        libc::waitid(
+        if libc::waitid(
             libc::P_PIDFD,
             pidfd.as_raw_fd() as libc::id_t,
             &mut info,
-            libc::WEXITED,
-        );
-    }
-}
-
-fn open_ns(ns: &crate::NsFile) -> Result<OwnedFd, ConfineError> {
-    let fail = |what: String| {
-        ConfineError::Network(format!(
-            "cannot open the shared namespace {}: {what}",
-            ns.path.display()
-        ))
+            flags,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        info
     };
-    let file = std::fs::File::open(&ns.path).map_err(|e| fail(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
-    if (meta.dev(), meta.ino()) != (ns.dev, ns.ino) {
-        return Err(fail(
-            "it is not the namespace the host created (its holder exited?)".into(),
-        ));
+    // SAFETY: waitid filled in a SIGCHLD siginfo (or left it zeroed).
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
     }
-    Ok(file.into())
+    // As a wait status: an exit code in the second byte, or the signal.
+    let raw = match info.si_code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_DUMPED => status | 0x80,
+        _ => status,
+    };
+    Ok(Some(ExitStatus::from_raw(raw)))
 }
 
 const CHILD_STACK: usize = 32 << 10;

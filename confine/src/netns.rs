@@ -100,7 +100,9 @@ fn join(r: &SharedNetnsRef) -> Result<(), ConfineError> {
     setns(&r.net, libc::CLONE_NEWNET)
 }
 
-fn setns(ns: &NsFile, kind: libc::c_int) -> Result<(), ConfineError> {
+/// Opens the shared namespace `ns` names, checking it is still the one the
+/// host created (a pid can be reused once its holder exits).
+pub(crate) fn open_shared(ns: &NsFile) -> Result<File, ConfineError> {
     let fail = |what: String| {
         ConfineError::Network(format!(
             "cannot join the shared namespace {}: {what}",
@@ -114,9 +116,18 @@ fn setns(ns: &NsFile, kind: libc::c_int) -> Result<(), ConfineError> {
             "it is not the namespace the host created (its holder exited?)".into(),
         ));
     }
+    Ok(file)
+}
+
+fn setns(ns: &NsFile, kind: libc::c_int) -> Result<(), ConfineError> {
+    let file = open_shared(ns)?;
     // SAFETY: a valid namespace descriptor and a namespace type.
     if unsafe { libc::setns(file.as_raw_fd(), kind) } != 0 {
-        return Err(fail(io::Error::last_os_error().to_string()));
+        return Err(ConfineError::Network(format!(
+            "cannot join the shared namespace {}: {}",
+            ns.path.display(),
+            io::Error::last_os_error()
+        )));
     }
     Ok(())
 }

@@ -131,6 +131,14 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
     if !env.iter().any(|(k, _)| k == "TMPDIR") {
         env.push(("TMPDIR".into(), job.dir.display().to_string()));
     }
+    // The helper joins the job's cgroups by name; a launched program through
+    // open handles.
+    let (cgroups, cgroup_handles) = job
+        .with_cgroup(b.host.cgroups.as_ref(), |cg| match &confine {
+            Some(process::Confined::Launcher(_)) => (None, Some(cg.handles())),
+            _ => (cg.join_list(), None),
+        })
+        .unwrap_or_default();
     let mut args = entry.args.clone();
     args.extend(req.args.iter().cloned());
     let spec = SpawnSpec {
@@ -146,12 +154,8 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
         grace: KILL_GRACE,
         // Launched and helper-run programs join before they exec.
         adopt_after_spawn: confine.is_none(),
-        // The helper joins them by name; a launched program through handles.
-        cgroups: (!matches!(confine, Some(process::Confined::Launcher(_))))
-            .then(|| job.with_cgroup(b.host.cgroups.as_ref(), |cg| cg.join_list()))
-            .flatten()
-            .flatten(),
-        cgroup_handles: job.with_cgroup(b.host.cgroups.as_ref(), |cg| cg.handles()),
+        cgroups,
+        cgroup_handles,
         confine,
         on_line: None,
         on_warning: None,

@@ -3,9 +3,9 @@
 //! `kiln_confine::Launcher` (confined, the usual way). Its output arrives
 //! through pipes registered with the runtime either way.
 
+use kiln_confine::reap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::ExitStatusExt;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::ExitStatus;
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
@@ -119,7 +119,7 @@ impl LaunchedChild {
             let Some(pidfd) = &self.pidfd else {
                 return Err(io::Error::other("the program's pidfd is gone"));
             };
-            if let Some(status) = reap(pidfd.get_ref(), false)? {
+            if let Some(status) = reap(pidfd.get_ref().as_fd(), false)? {
                 self.status = Some(status);
                 continue;
             }
@@ -147,7 +147,7 @@ impl Drop for LaunchedChild {
                 0,
             );
         }
-        if matches!(reap(pidfd.get_ref(), false), Ok(Some(_)) | Err(_)) {
+        if matches!(reap(pidfd.get_ref().as_fd(), false), Ok(Some(_)) | Err(_)) {
             return;
         }
         match tokio::runtime::Handle::try_current() {
@@ -155,7 +155,7 @@ impl Drop for LaunchedChild {
                 handle.spawn(async move {
                     while let Ok(mut ready) = pidfd.readable().await {
                         ready.clear_ready();
-                        if !matches!(reap(pidfd.get_ref(), false), Ok(None)) {
+                        if !matches!(reap(pidfd.get_ref().as_fd(), false), Ok(None)) {
                             return;
                         }
                     }
@@ -163,41 +163,8 @@ impl Drop for LaunchedChild {
             }
             Err(_) => {
                 let fd = pidfd.into_inner();
-                std::thread::spawn(move || reap(&fd, true));
+                std::thread::spawn(move || reap(fd.as_fd(), true));
             }
         }
     }
-}
-
-/// Reaps the process behind `pidfd` if it has exited (or, `blocking`,
-/// once it has); its exit status, or `None` while it runs.
-fn reap(pidfd: &OwnedFd, blocking: bool) -> io::Result<Option<ExitStatus>> {
-    let flags = libc::WEXITED | if blocking { 0 } else { libc::WNOHANG };
-    // SAFETY: a zeroed siginfo is a valid out-parameter; P_PIDFD takes
-    // the descriptor as the id.
-    let info = unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        if libc::waitid(
-            libc::P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            flags,
-        ) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        info
-    };
-    // SAFETY: waitid filled in a SIGCHLD siginfo (or left it zeroed).
-    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if pid == 0 {
-        return Ok(None);
-    }
-    // As a wait status: an exit code in the second byte, or the signal.
-    let raw = match info.si_code {
-        libc::CLD_EXITED => (status & 0xff) << 8,
-        libc::CLD_DUMPED => status | 0x80,
-        _ => status,
-    };
-    Ok(Some(ExitStatus::from_raw(raw)))
 }
