@@ -231,7 +231,7 @@ async fn describe(
         detail,
     };
     let mut store = Store::new(engine.engine(), PluginState::for_describe());
-    PluginState::arm(&mut store, Duration::from_secs(10));
+    PluginState::arm(&mut store, Duration::from_secs(10), engine.clock());
     let call = async {
         let instance = plugin.pre.instantiate_async(&mut store).await?;
         instance.call_describe(&mut store).await

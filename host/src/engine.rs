@@ -1,8 +1,9 @@
 //! The wasmtime engine Kiln runs every plugin on: configuration, the epoch
-//! ticker that drives CPU deadlines, and loading components through an
+//! ticker that drives CPU deadlines (see `guest_cpu`), and loading components through an
 //! on-disk cache of compiled code keyed by content hash.
 
 use crate::bindings::PluginPre;
+use crate::guest_cpu::EpochClock;
 use crate::interfaces::PluginState;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ pub struct LoadedPlugin {
 pub struct PluginEngine {
     engine: Engine,
     linker: Linker<PluginState>,
+    clock: EpochClock,
     cache_dir: Option<PathBuf>,
     loaded: Mutex<HashMap<String, LoadedPlugin>>,
 }
@@ -62,11 +64,13 @@ impl PluginEngine {
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         crate::interfaces::add_to_linker(&mut linker)
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-        start_epoch_ticker(&engine)
+        let clock = EpochClock::default();
+        start_epoch_ticker(&engine, clock.clone())
             .map_err(|e| LoadError::Engine(format!("failed to start the epoch thread: {e}")))?;
         Ok(Arc::new(PluginEngine {
             engine,
             linker,
+            clock,
             cache_dir,
             loaded: Mutex::new(HashMap::new()),
         }))
@@ -74,6 +78,11 @@ impl PluginEngine {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The ticks of this engine's epoch.
+    pub fn clock(&self) -> &EpochClock {
+        &self.clock
     }
 
     /// Compile (or fetch from cache) and check a component. `origin` names
@@ -159,12 +168,13 @@ fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()
 }
 
 /// Advance the engine's epoch every tick for as long as the engine lives.
-fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
+fn start_epoch_ticker(engine: &Engine, clock: EpochClock) -> std::io::Result<()> {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("kiln-epoch".into())
         .spawn(move || {
             while let Some(engine) = weak.upgrade() {
+                clock.advance();
                 engine.increment_epoch();
                 drop(engine);
                 std::thread::sleep(EPOCH_TICK);

@@ -19,7 +19,7 @@
 //! [limits]
 //! memory_mib = 512                   # wasm linear memory per plugin
 //! wall_seconds = 3600                # whole job, including waits
-//! cpu_seconds = 600                  # time spent running wasm
+//! cpu_seconds = 600                  # time spent running wasm (not waiting)
 //! processes = 8                      # programs running at once per pipeline (more queue)
 //! sub_jobs = 4                       # sub-jobs a pipeline job runs at once (more queue)
 //! signals = 10000                    # a sub-job's signals its pipeline has not read yet
@@ -45,7 +45,8 @@ pub struct Limits {
     /// Wall-clock limit of the whole job, including time blocked in host
     /// calls, seconds.
     pub wall_seconds: u64,
-    /// Time spent executing wasm, seconds (epoch deadline).
+    /// Time spent executing wasm, seconds, counted in epoch ticks; time the
+    /// plugin spends waiting in host calls is not counted (`guest_cpu`).
     pub cpu_seconds: u64,
     /// Native programs a pipeline (a job and all its sub-jobs) may have
     /// running at once (CCP4i2's MAXNJOBS); more wait in a FIFO queue.

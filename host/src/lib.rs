@@ -12,6 +12,7 @@ pub mod engine;
 pub mod events;
 pub mod files;
 pub mod grants;
+pub mod guest_cpu;
 mod host;
 pub mod interfaces;
 pub mod job;

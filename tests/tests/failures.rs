@@ -130,6 +130,23 @@ async fn a_spinning_plugin_is_stopped_at_its_cpu_deadline_while_another_job_fini
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn time_spent_waiting_on_programs_is_not_charged_as_the_plugins_cpu() {
+    let t = TestHost::new().await;
+    // 250 waits of 8 ms or more: over 2 s of waiting, against a CPU limit
+    // of 1 s. Charged by wall time, the job would be stopped halfway.
+    let limited = grants("programs = [\"fake\"]\n[limits]\ncpu_seconds = 1\n");
+    let started = std::time::Instant::now();
+    let report = t
+        .probe("spawn-many 250 1 fake sleep 0.008", Some(limited))
+        .await;
+    assert!(
+        started.elapsed() > std::time::Duration::from_secs(2),
+        "the programs did not run: {report:#?}"
+    );
+    assert_eq!(report.status, FinishStatus::Succeeded, "{report:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_memory_bomb_is_refused_at_the_memory_limit() {
     let t = TestHost::new().await;
     let limited = grants("[limits]\nmemory_mib = 64\n");

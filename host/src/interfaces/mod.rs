@@ -15,13 +15,14 @@ mod signals;
 mod types;
 
 use crate::bindings::types::{ErrorKind, HostError};
+use crate::guest_cpu::{CpuMeter, EpochClock};
 use crate::host::HostShared;
 use crate::job::{GuestOutput, Job};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// The largest string or list a guest may hand to one host call (paths,
@@ -45,8 +46,7 @@ pub struct PluginState {
     limits: StoreLimits,
     /// `None` while the component is only being described.
     pub(crate) bound: Option<Bound>,
-    cpu_ticks: u64,
-    cpu_budget_ticks: u64,
+    cpu: CpuMeter,
     /// What the guest wrote on its own stdout/stderr, for failure reasons.
     pub(crate) guest_output: Option<GuestOutput>,
     pub(crate) memory_limit: usize,
@@ -96,8 +96,7 @@ impl PluginState {
                 .trap_on_grow_failure(true)
                 .build(),
             bound,
-            cpu_ticks: 0,
-            cpu_budget_ticks: u64::MAX,
+            cpu: CpuMeter::unlimited(),
             guest_output,
             memory_limit,
             handles: 0,
@@ -110,23 +109,20 @@ impl PluginState {
     }
 
     /// Set limits and the CPU deadline on a new store, before instantiation.
-    /// The guest yields to the runtime every epoch tick, so thousands of
-    /// instances share the threads fairly, and traps once it has run for
-    /// `cpu` in total.
-    pub(crate) fn arm(store: &mut Store<PluginState>, cpu: Duration) {
+    /// A guest that runs across an epoch tick yields to the runtime, so
+    /// thousands of instances share the threads fairly, and traps once it
+    /// has run for `cpu` in total; time spent waiting in host calls is not
+    /// counted (see `guest_cpu`).
+    pub(crate) fn arm(store: &mut Store<PluginState>, cpu: Duration, clock: &EpochClock) {
         let ticks = (cpu.as_millis() / crate::engine::EPOCH_TICK.as_millis()).max(1) as u64;
-        store.data_mut().cpu_budget_ticks = ticks;
+        store.data_mut().cpu = CpuMeter::new(clock.clone(), ticks);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
-            let state = ctx.data_mut();
-            state.cpu_ticks += 1;
-            if state.cpu_ticks > state.cpu_budget_ticks {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
+        store.call_hook(|mut ctx, hook| {
+            ctx.data_mut().cpu.on_call_hook(hook);
+            Ok(())
         });
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().cpu.on_deadline().update()));
     }
 
     pub(crate) fn bound(&self) -> Result<&Bound, HostError> {
@@ -281,7 +277,7 @@ pub(crate) fn trap_reason(err: &wasmtime::Error, state: &PluginState) -> String 
         .unwrap_or_default();
     match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => {
-            let secs = state.cpu_budget_ticks as f64 * crate::engine::EPOCH_TICK.as_secs_f64();
+            let secs = state.cpu.budget_ticks() as f64 * crate::engine::EPOCH_TICK.as_secs_f64();
             return format!("time limit: the plugin ran for more than {secs:.1} s of CPU");
         }
         Some(Trap::StackOverflow) => return "the plugin overflowed its stack".into(),

@@ -286,7 +286,7 @@ async fn execute(host: Arc<HostShared>, job: Arc<Job>) -> JobResult {
         Some(guest_output),
     );
     let mut store = Store::new(host.engine.engine(), state);
-    PluginState::arm(&mut store, limits.cpu());
+    PluginState::arm(&mut store, limits.cpu(), host.engine.clock());
     let instance = match job.task.plugin.pre.instantiate_async(&mut store).await {
         Ok(i) => i,
         Err(e) => return JobResult::failed(trap_reason(&e, store.data())),
