@@ -357,7 +357,7 @@ async fn start(spec: &SpawnSpec) -> Result<Started, String> {
 }
 
 /// Launch the program confined from this thread (see
-/// `kiln_confine::Launcher`), born in the job's cgroups.
+/// `kiln_confine::Launcher`), in the job's cgroups before it execs.
 fn launch(
     launcher: &kiln_confine::Launcher,
     spec: &SpawnSpec,
