@@ -551,6 +551,24 @@ mod tests {
         assert_eq!(p.captured(true).data, b"oops\n");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn output_written_just_before_the_exit_is_never_lost() {
+        // The data and the hang-up reach the host together; the end must
+        // never be taken for an empty pipe while output is waiting in it.
+        let tmp = tempfile::tempdir().unwrap();
+        for i in 0..200 {
+            let mut spec = sh(tmp.path(), &format!("echo out{i}; echo err{i} >&2"));
+            spec.stdout_log = tmp.path().join(format!("log_{i}.txt"));
+            spec.stderr_log = tmp.path().join(format!("log_err_{i}.txt"));
+            let p = spawn(spec, Gate::default(), Box::new(|_| {}));
+            assert_eq!(p.wait().await, Outcome::Exited(0));
+            assert_eq!(p.captured(false).data, format!("out{i}\n").as_bytes());
+            assert_eq!(p.captured(true).data, format!("err{i}\n").as_bytes());
+            let log = std::fs::read(tmp.path().join(format!("log_{i}.txt"))).unwrap();
+            assert_eq!(log, format!("out{i}\n").as_bytes());
+        }
+    }
+
     #[tokio::test]
     async fn a_log_that_cannot_be_created_is_reported_and_the_output_kept_in_memory() {
         let tmp = tempfile::tempdir().unwrap();

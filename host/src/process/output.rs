@@ -10,7 +10,8 @@ use super::ProcessShared;
 use crate::engine::lock;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{Interest, Ready};
+use tokio::net::unix::pipe;
 
 /// Receives a warning about a program's output that nobody would otherwise
 /// see (its log file could not be created or written).
@@ -147,19 +148,19 @@ const FIRST_CHUNK: usize = 64 << 10;
 const BIG_CHUNK: usize = 1 << 20;
 
 pub(super) async fn drain(
-    pipe: Option<impl AsyncRead + Unpin + std::os::fd::AsRawFd>,
+    pipe: Option<pipe::Receiver>,
     mut log: LazyLog,
     shared: Arc<ProcessShared>,
     stderr: bool,
     mut lines: Option<LineSplitter>,
     warnings: Option<WarningSink>,
 ) {
-    let Some(mut pipe) = pipe else { return };
+    let Some(pipe) = pipe else { return };
     // Read into spare capacity: nothing is zeroed that no output fills.
     let mut buf: Vec<u8> = Vec::with_capacity(FIRST_CHUNK);
     loop {
         buf.clear();
-        let n = match pipe.read_buf(&mut buf).await {
+        let n = match read_some(&pipe, &mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
@@ -168,7 +169,7 @@ pub(super) async fn drain(
             // (above the system's pipe-max-size) keeps the default.
             unsafe {
                 libc::fcntl(
-                    pipe.as_raw_fd(),
+                    std::os::fd::AsRawFd::as_raw_fd(&pipe),
                     libc::F_SETPIPE_SZ,
                     BIG_CHUNK as libc::c_int,
                 );
@@ -205,6 +206,27 @@ pub(super) async fn drain(
     }
     if let Some(lines) = lines.as_mut() {
         lines.finish();
+    }
+}
+
+/// Read what the program has written into `buf`'s spare capacity; 0 at
+/// the end of its output.
+///
+/// An end the readiness shows alone (hang-up, nothing to read) is taken
+/// without a read. The program is exiting then, and its exit holds the
+/// pipe's lock while it wakes the readers: a read at that moment waits for
+/// the lock, spinning, which on a VM (where the wake-ups exit to the
+/// hypervisor) cost a tenth of the host's CPU per short program.
+async fn read_some(pipe: &pipe::Receiver, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    loop {
+        let ready = pipe.ready(Interest::READABLE).await?;
+        if ready.is_read_closed() && (ready & Ready::READABLE).is_empty() {
+            return Ok(0);
+        }
+        match pipe.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            result => return result,
+        }
     }
 }
 
