@@ -438,6 +438,10 @@ impl HostChild for PluginState {
 
     async fn wait(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<wit::Outcome> {
         let p = self.process_of(&child)?;
+        // The usual case after wait-any: nothing to wait for.
+        if let Some(o) = p.try_outcome() {
+            return Ok(outcome_to_wit(o));
+        }
         Ok(outcome_to_wit(wait_process(p, self.cancel_token()).await))
     }
 

@@ -75,12 +75,11 @@ pub(super) fn receiver(fd: OwnedFd) -> io::Result<pipe::Receiver> {
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
-    unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
+    // The read end of a pipe has no other status flag to keep (O_RDONLY is
+    // the access mode, which F_SETFL leaves alone): one call, not two.
+    // SAFETY: F_SETFL on a descriptor we own.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -119,12 +118,14 @@ impl LaunchedChild {
             let Some(pidfd) = &self.pidfd else {
                 return Err(io::Error::other("the program's pidfd is gone"));
             };
-            if let Some(status) = reap(pidfd.get_ref().as_fd(), false)? {
-                self.status = Some(status);
-                continue;
+            // Readable once the process has exited (at once if it had
+            // exited before the pidfd was registered): no reap is tried
+            // before that.
+            let mut ready = pidfd.readable().await?;
+            match reap(pidfd.get_ref().as_fd(), false)? {
+                Some(status) => self.status = Some(status),
+                None => ready.clear_ready(),
             }
-            // Readable once the process has exited.
-            pidfd.readable().await?.clear_ready();
         }
     }
 }
