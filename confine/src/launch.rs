@@ -255,18 +255,8 @@ impl Launcher {
     /// the calling thread for the clone and exec (as `posix_spawn` does),
     /// a few hundred microseconds.
     pub fn launch(&self, l: &Launch<'_>) -> Result<Launched, LaunchError> {
-        let argv: Vec<*const libc::c_char> = l
-            .args
-            .iter()
-            .map(|a| a.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
-        let envp: Vec<*const libc::c_char> = l
-            .env
-            .iter()
-            .map(|e| e.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
+        let argv = null_terminated(l.args);
+        let envp = null_terminated(l.env);
         shield_this_thread()?;
         let mut failure = Failure { step: 0, errno: 0 };
         let join: Vec<RawFd> = l.join.iter().map(|fd| fd.as_raw_fd()).collect();
@@ -452,6 +442,34 @@ fn names_process(path: &std::path::Path, pid: i32) -> bool {
     };
     // A thread's id names its process's entry too.
     n == pid || std::path::Path::new(&format!("/proc/{pid}/task/{n}")).exists()
+}
+
+/// The pointer array execve takes: each string, then a null.
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// Sends SIGKILL to the process behind `pidfd` (a [`Launched`] program's);
+/// the pidfd names it even if its pid has been reused.
+pub fn kill(pidfd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: integer arguments and a null siginfo.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Reaps the process behind `pidfd` (a [`Launched`] program's) if it has

@@ -192,16 +192,7 @@ fn stop(p: Program) -> Outcome {
 }
 
 fn kill(pidfd: &OwnedFd) {
-    // SAFETY: integer arguments and a null siginfo.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0u32,
-        )
-    };
+    let _ = kiln_confine::kill(pidfd.as_fd());
 }
 
 /// Whether `fd` becomes readable before `deadline`.

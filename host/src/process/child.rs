@@ -3,7 +3,7 @@
 //! `kiln_confine::Launcher` (confined, the usual way). Its output arrives
 //! through pipes registered with the runtime either way.
 
-use kiln_confine::reap;
+use kiln_confine::{kill, reap};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::ExitStatus;
@@ -138,16 +138,8 @@ impl Drop for LaunchedChild {
         if self.status.is_some() {
             return;
         }
-        // SAFETY: pidfd_send_signal on a descriptor we own, no siginfo.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            );
-        }
+        // Gone already (ESRCH) is what the reap below finds out.
+        let _ = kill(pidfd.get_ref().as_fd());
         if matches!(reap(pidfd.get_ref().as_fd(), false), Ok(Some(_)) | Err(_)) {
             return;
         }
