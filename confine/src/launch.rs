@@ -444,8 +444,9 @@ fn names_process(path: &std::path::Path, pid: i32) -> bool {
     n == pid || std::path::Path::new(&format!("/proc/{pid}/task/{n}")).exists()
 }
 
-/// The pointer array execve takes: each string, then a null.
-fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+/// The pointer array execve takes: each string, then a null. The strings
+/// must outlive the array.
+pub fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
     strings
         .iter()
         .map(|s| s.as_ptr())

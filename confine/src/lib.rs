@@ -91,7 +91,7 @@ mod seccomp;
 pub use error::ConfineError;
 pub use fds::cloexec_inherited_fds;
 pub use filesystem::{Enforcement, LandlockApplied};
-pub use launch::{Launch, LaunchError, Launched, Launcher, kill, reap};
+pub use launch::{Launch, LaunchError, Launched, Launcher, kill, null_terminated, reap};
 pub use netns::{NetworkApplied, SharedNetns, hold_netns};
 pub use policy::{
     CGROUP_ENV, Network, NsFile, POLICY_ENV, Policy, Rlimits, SharedNetnsRef,

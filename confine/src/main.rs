@@ -6,6 +6,7 @@
 
 use kiln_confine::{
     CGROUP_ENV, EXIT_CONFINE_FAILED, EXIT_EXEC_FAILED, POLICY_ENV, Policy, STDERR_PREFIX,
+    null_terminated,
 };
 use std::ffi::{CString, OsString};
 use std::fmt::Display;
@@ -159,14 +160,6 @@ fn read_policy() -> Result<Policy, String> {
 fn cstrings(items: impl Iterator<Item = OsString>) -> Result<Vec<CString>, String> {
     items
         .map(|s| CString::new(s.into_vec()).map_err(|_| "argument contains a NUL byte".into()))
-        .collect()
-}
-
-fn null_terminated(items: &[CString]) -> Vec<*const libc::c_char> {
-    items
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
         .collect()
 }
 
