@@ -186,6 +186,7 @@ fn run_benchmarks(cli: &Cli) -> Result<()> {
 struct Report {
     machine: Vec<(String, String)>,
     spawn: Table,
+    host_cpu: Table,
     notes: Vec<String>,
     targets: Vec<Row>,
     jobs: usize,
@@ -199,6 +200,8 @@ impl std::fmt::Display for Report {
         }
         writeln!(f)?;
         write!(f, "{}", self.spawn)?;
+        writeln!(f)?;
+        write!(f, "{}", self.host_cpu)?;
         for note in &self.notes {
             writeln!(f, "  {note}")?;
         }
@@ -347,6 +350,7 @@ async fn benchmarks(s: &Settings) -> Result<Report> {
     Ok(Report {
         machine,
         spawn: spawned.table(s.n, s.rounds),
+        host_cpu: spawned.host_cpu_table(s.rounds),
         notes,
         targets,
         jobs,

@@ -504,6 +504,8 @@ pub fn remove_dir(dir: &Path) {
 /// Seconds per program, per variant and concurrency, one entry per round.
 pub struct SpawnResults {
     times: BTreeMap<(Variant, usize), Vec<f64>>,
+    /// The bench process's own CPU seconds per program, per round.
+    host_cpu: BTreeMap<(Variant, usize), Vec<f64>>,
     pub notes: Vec<String>,
     pub jobs: usize,
 }
@@ -528,9 +530,11 @@ pub async fn measure(
         .collect();
     let mut jobs = 0;
     let mut times: BTreeMap<(Variant, usize), Vec<f64>> = BTreeMap::new();
+    let mut host_cpu: BTreeMap<(Variant, usize), Vec<f64>> = BTreeMap::new();
     if variants.is_empty() {
         return Ok(SpawnResults {
             times,
+            host_cpu,
             notes: Vec::new(),
             jobs,
         });
@@ -562,16 +566,19 @@ pub async fn measure(
                 variants.len()
             );
             let mut total: BTreeMap<Variant, Duration> = BTreeMap::new();
+            let mut cpu: BTreeMap<Variant, f64> = BTreeMap::new();
             for slice in 0..slices {
                 let size = n / slices + usize::from(slice < n % slices);
                 // Rotate the order each slice so no variant always follows
                 // the same neighbour (page cache, CPU frequency).
                 let k = (round + c + slice) % variants.len();
                 for &v in variants[k..].iter().chain(&variants[..k]) {
+                    let cpu_before = own_cpu_seconds();
                     let per = bench
                         .run_once(v, size, c, python)
                         .await
                         .with_context(|| format!("{} at c={c}", v.label()))?;
+                    *cpu.entry(v).or_default() += own_cpu_seconds() - cpu_before;
                     if matches!(v, Variant::PluginConfined | Variant::PluginUnconfined) {
                         jobs += 1;
                     }
@@ -583,6 +590,9 @@ pub async fn measure(
                     .entry((v, c))
                     .or_default()
                     .push(t.as_secs_f64() / n as f64);
+            }
+            for (v, seconds) in cpu {
+                host_cpu.entry((v, c)).or_default().push(seconds / n as f64);
             }
         }
     }
@@ -603,7 +613,26 @@ pub async fn measure(
             "CCP4i2 at c={CCP4I2_OWN} is its own default (_max_concurrent); other concurrencies resize its semaphore"
         ));
     }
-    Ok(SpawnResults { times, notes, jobs })
+    Ok(SpawnResults {
+        times,
+        host_cpu,
+        notes,
+        jobs,
+    })
+}
+
+/// User and system CPU seconds of this process's own threads so far; the
+/// programs it runs are not in it (their time is theirs, also between the
+/// clone and the exec of a launch).
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes a plain struct it is given room for.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 impl SpawnResults {
@@ -627,35 +656,60 @@ impl SpawnResults {
     }
 
     pub fn table(&self, n: usize, rounds: usize) -> Table {
-        let mut rows = Vec::new();
-        for v in Variant::ALL {
-            let cells: Vec<String> = CONCURRENCIES
-                .iter()
-                .map(|&c| {
-                    let t = self.per_round(v, c);
-                    if t.is_empty() {
-                        return "-".into();
-                    }
-                    let us = |x: f64| x * 1e6;
-                    let lo = t.iter().copied().fold(f64::INFINITY, f64::min);
-                    let hi = t.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    if t.len() == 1 {
-                        format!("{:.0}", us(t[0]))
-                    } else {
-                        format!("{:.0} ({:.0}-{:.0})", us(median(t)), us(lo), us(hi))
-                    }
-                })
-                .collect();
-            if cells.iter().any(|c| c != "-") {
-                rows.push((v.label().to_string(), cells));
-            }
-        }
         Table {
             title: format!(
                 "Spawn and wait, N={n} x /bin/true, microseconds per program: median (min-max) of {rounds} round(s)"
             ),
             columns: CONCURRENCIES.iter().map(|c| format!("c={c}")).collect(),
-            rows,
+            rows: rows(&self.times, Variant::ALL.into_iter()),
         }
     }
+
+    /// CPU time of the bench process itself: what each variant costs the
+    /// host beside the programs' own time. CCP4i2's manager runs in a
+    /// Python process of its own, so it has no row.
+    pub fn host_cpu_table(&self, rounds: usize) -> Table {
+        Table {
+            title: format!(
+                "Host CPU per program (this process's user+system time, the programs' own excluded), microseconds: median (min-max) of {rounds} round(s)"
+            ),
+            columns: CONCURRENCIES.iter().map(|c| format!("c={c}")).collect(),
+            rows: rows(
+                &self.host_cpu,
+                Variant::ALL.into_iter().filter(|v| *v != Variant::Ccp4i2),
+            ),
+        }
+    }
+}
+
+/// One row per variant measured: the median (min-max) over rounds, in
+/// microseconds.
+fn rows(
+    per_round: &BTreeMap<(Variant, usize), Vec<f64>>,
+    variants: impl Iterator<Item = Variant>,
+) -> Vec<(String, Vec<String>)> {
+    let mut rows = Vec::new();
+    for v in variants {
+        let cells: Vec<String> = CONCURRENCIES
+            .iter()
+            .map(|&c| {
+                let t = per_round.get(&(v, c)).map(Vec::as_slice).unwrap_or(&[]);
+                if t.is_empty() {
+                    return "-".into();
+                }
+                let us = |x: f64| x * 1e6;
+                let lo = t.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = t.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                if t.len() == 1 {
+                    format!("{:.0}", us(t[0]))
+                } else {
+                    format!("{:.0} ({:.0}-{:.0})", us(median(t)), us(lo), us(hi))
+                }
+            })
+            .collect();
+        if cells.iter().any(|c| c != "-") {
+            rows.push((v.label().to_string(), cells));
+        }
+    }
+    rows
 }

@@ -284,7 +284,9 @@ impl Launcher {
         };
         // The child's stack: 16-byte aligned, its top where it starts. Left
         // uninitialised: only the child writes it, before it reads it.
-        let mut stack: Vec<u128> = Vec::with_capacity(CHILD_STACK / 16);
+        let mut stack = CHILD_STACKS
+            .take()
+            .unwrap_or_else(|| Box::new_uninit_slice(CHILD_STACK / 16));
         let mut pidfd: RawFd = -1;
         let mut args = CloneArgs {
             flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64,
@@ -320,7 +322,7 @@ impl Launcher {
         };
         let clone_error = (pid < 0).then(|| io::Error::from_raw_os_error(-pid as i32));
         set_signal_mask(old, None);
-        drop(stack);
+        CHILD_STACKS.set(Some(stack));
         if let Some(source) = clone_error {
             return Err(LaunchError {
                 step: STEPS[Step::Clone as usize],
@@ -345,6 +347,12 @@ impl Launcher {
 }
 
 thread_local! {
+    /// The stack launches from this thread lend their child. The child is
+    /// done with it once `clone3` returns (the caller is suspended until it
+    /// execs or exits), so one serves every launch from the thread: no
+    /// allocation, and no fresh pages to fault in, per program.
+    static CHILD_STACKS: std::cell::Cell<Option<Box<[std::mem::MaybeUninit<u128>]>>> =
+        const { std::cell::Cell::new(None) };
     /// Whether this thread carries the seccomp shield.
     static SHIELDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
