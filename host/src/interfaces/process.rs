@@ -129,7 +129,7 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
         .map_err(failed)?;
     // Programs get a scratch directory inside what they may write.
     if !env.iter().any(|(k, _)| k == "TMPDIR") {
-        env.push(("TMPDIR".into(), job.dir.display().to_string()));
+        env.push(("TMPDIR".into(), job.dir.to_string_lossy().into_owned()));
     }
     // The helper joins the job's cgroups by name; a launched program through
     // open handles.
