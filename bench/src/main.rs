@@ -16,9 +16,13 @@
 //! - the latency from cancelling a job to all its programs being gone (see
 //!   [`cancel`]).
 //!
-//! Every variant runs once per round and the rounds repeat; the machine is
-//! shared and noisy, so results are medians and ratios are medians of the
-//! per-round ratios. `--quick` is a smoke run (small N, one round).
+//! Every variant runs once per round and the rounds repeat; each round's
+//! programs run in slices the variants take turns at. The machine is shared
+//! and noisy, so results are medians, and a ratio is the median over every
+//! slice of the ratio of two runs made in the same slice. The bench's own
+//! CPU time per program is printed beside the times: it is what Kiln's
+//! host adds, and it moves far less with the machine's noise than the
+//! elapsed time does. `--quick` is a smoke run (small N, one round).
 
 mod cancel;
 mod ccp4i2;

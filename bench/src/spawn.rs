@@ -506,6 +506,9 @@ pub struct SpawnResults {
     times: BTreeMap<(Variant, usize), Vec<f64>>,
     /// The bench process's own CPU seconds per program, per round.
     host_cpu: BTreeMap<(Variant, usize), Vec<f64>>,
+    /// Seconds per program in each slice of each round, in the order run:
+    /// the same index is the same slice for every variant.
+    per_slice: BTreeMap<(Variant, usize), Vec<f64>>,
     pub notes: Vec<String>,
     pub jobs: usize,
 }
@@ -531,10 +534,12 @@ pub async fn measure(
     let mut jobs = 0;
     let mut times: BTreeMap<(Variant, usize), Vec<f64>> = BTreeMap::new();
     let mut host_cpu: BTreeMap<(Variant, usize), Vec<f64>> = BTreeMap::new();
+    let mut per_slice: BTreeMap<(Variant, usize), Vec<f64>> = BTreeMap::new();
     if variants.is_empty() {
         return Ok(SpawnResults {
             times,
             host_cpu,
+            per_slice,
             notes: Vec::new(),
             jobs,
         });
@@ -579,6 +584,7 @@ pub async fn measure(
                         .await
                         .with_context(|| format!("{} at c={c}", v.label()))?;
                     *cpu.entry(v).or_default() += own_cpu_seconds() - cpu_before;
+                    per_slice.entry((v, c)).or_default().push(per.as_secs_f64());
                     if matches!(v, Variant::PluginConfined | Variant::PluginUnconfined) {
                         jobs += 1;
                     }
@@ -616,6 +622,7 @@ pub async fn measure(
     Ok(SpawnResults {
         times,
         host_cpu,
+        per_slice,
         notes,
         jobs,
     })
@@ -636,13 +643,13 @@ fn own_cpu_seconds() -> f64 {
 }
 
 impl SpawnResults {
-    fn per_round(&self, v: Variant, c: usize) -> &[f64] {
-        self.times.get(&(v, c)).map(Vec::as_slice).unwrap_or(&[])
-    }
-
-    /// The median over rounds of `a / b` in the same round.
+    /// The median of `a / b` over every slice of every round, each ratio
+    /// of two runs made one after the other in the same slice: a slow spell
+    /// of the machine (seconds long here) then spoils a few pairs rather
+    /// than a round's totals.
     fn paired_ratio(&self, a: (Variant, usize), b: (Variant, usize)) -> Option<f64> {
-        let (a, b) = (self.per_round(a.0, a.1), self.per_round(b.0, b.1));
+        let slices = |v: (Variant, usize)| self.per_slice.get(&v).map(Vec::as_slice).unwrap_or(&[]);
+        let (a, b) = (slices(a), slices(b));
         let ratios: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
         (!ratios.is_empty()).then(|| median(&ratios))
     }

@@ -138,11 +138,20 @@ impl Audit {
     pub fn flush(&self) {
         self.file.flush();
     }
+
+    /// Append every line recorded so far and close the file, as at the
+    /// job's end; a later line opens it again.
+    pub fn close(&self) {
+        let mut state = lock(&self.file.state);
+        self.file.append(&mut state);
+        state.file = None;
+    }
 }
 
 impl Drop for Audit {
     fn drop(&mut self) {
-        self.file.flush();
+        // A flush still on its way holds the lines' Arc, not the file.
+        self.close();
     }
 }
 
@@ -228,6 +237,19 @@ mod tests {
         let written = lines(tmp.path());
         assert_eq!(written.len(), 2);
         assert_eq!(written[1]["name"], "two");
+    }
+
+    #[tokio::test]
+    async fn closing_writes_what_is_pending_and_lets_go_of_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let audit = Audit::new(tmp.path());
+        audit.record("7", &denied("one"));
+        audit.close();
+        assert_eq!(lines(tmp.path()).len(), 1);
+        assert!(lock(&audit.file.state).file.is_none());
+        audit.record("7", &denied("two"));
+        audit.close();
+        assert_eq!(lines(tmp.path()).len(), 2);
     }
 
     #[test]

@@ -379,7 +379,7 @@ fn record_end(host: &Arc<HostShared>, job: &Arc<Job>, result: JobResult) {
         return;
     }
     // Every audit line is on disk before the job's end is.
-    job.audit.flush();
+    job.audit.close();
     lock(&job.times).ended = Some((SystemTime::now(), Instant::now()));
     job.set_state(result.status.state());
     // The record says succeeded before the index names the job, so a

@@ -20,29 +20,6 @@ pub(super) struct Started {
     pub child: Child,
     pub stdout: pipe::Receiver,
     pub stderr: pipe::Receiver,
-    /// The host's own copies of the pipes' write ends, where it kept them:
-    /// closed once the program has been seen to exit (see [`HeldOutput`]).
-    pub held: HeldOutput,
-}
-
-/// Write ends of a program's output pipes that the host holds until the
-/// program has exited. While the host holds one, the program's exit does
-/// not hang its pipes up: the exiting program wakes the supervisor once
-/// (its pidfd), not once per pipe, each wake preempting the program's exit
-/// on its CPU. Closed after the exit, the pipes end as soon as nothing
-/// else holds them (a grandchild may still).
-#[derive(Default)]
-pub(super) struct HeldOutput(Vec<OwnedFd>);
-
-impl HeldOutput {
-    pub fn new(ends: Vec<OwnedFd>) -> HeldOutput {
-        HeldOutput(ends)
-    }
-
-    /// Let the pipes end once every other writer has gone.
-    pub fn release(&mut self) {
-        self.0.clear();
-    }
 }
 
 impl Started {
@@ -55,7 +32,6 @@ impl Started {
             child: Child::Spawned(child),
             stdout: receiver(stdout)?,
             stderr: receiver(stderr)?,
-            held: HeldOutput::default(),
         })
     }
 }

@@ -27,7 +27,7 @@ pub use confinement::{Confined, Confinement, find_helper, install_prefix};
 pub use handle::ChildHandle;
 pub use output::{LineSink, MAX_LINE, WarningSink};
 
-use child::{Child, HeldOutput, LaunchedChild, Started};
+use child::{Child, LaunchedChild, Started};
 use output::{LazyLog, LineSplitter, drain};
 use supervise::{supervise, wait_stop};
 
@@ -235,7 +235,6 @@ async fn run(
         mut child,
         stdout,
         stderr,
-        mut held,
     } = match start(&spec).await {
         Ok(started) => started,
         Err(why) => return Outcome::SpawnFailed(why),
@@ -284,9 +283,7 @@ async fn run(
             }
         }
     };
-    // The program is gone: its pipes may end, its slots go to the next in
-    // the queue.
-    held.release();
+    // The program is gone: its slots go to the next in the queue.
     drop(permits);
     // Pipes close when the last holder exits; the group was killed, so
     // this is quick. A holder outside the group (a setsid escapee) keeps
@@ -417,11 +414,12 @@ fn launch(
                 format!("{}: {e}", spec.program.display())
             }
         })?;
+    // The program has its own copies; the pipes end when it is done.
+    drop((out_write, err_write));
     Ok(Started {
         child: Child::Launched(LaunchedChild::new(launched).map_err(io)?),
         stdout: child::receiver(out_read).map_err(io)?,
         stderr: child::receiver(err_read).map_err(io)?,
-        held: HeldOutput::new(vec![out_write, err_write]),
     })
 }
 

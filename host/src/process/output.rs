@@ -157,7 +157,8 @@ pub(super) async fn drain(
 ) {
     let Some(pipe) = pipe else { return };
     // Read into spare capacity: nothing is zeroed that no output fills.
-    let mut buf: Vec<u8> = Vec::with_capacity(FIRST_CHUNK);
+    // Allocated with the first output: most short programs write nothing.
+    let mut buf: Vec<u8> = Vec::new();
     loop {
         buf.clear();
         let n = match read_some(&pipe, &mut buf).await {
@@ -222,6 +223,9 @@ async fn read_some(pipe: &pipe::Receiver, buf: &mut Vec<u8>) -> std::io::Result<
         let ready = pipe.ready(Interest::READABLE).await?;
         if ready.is_read_closed() && (ready & Ready::READABLE).is_empty() {
             return Ok(0);
+        }
+        if buf.capacity() == 0 {
+            buf.reserve_exact(FIRST_CHUNK);
         }
         match pipe.try_read_buf(buf) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
