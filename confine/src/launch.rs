@@ -6,7 +6,8 @@
 //!
 //! # How a program is launched
 //!
-//! `clone3(CLONE_VM | CLONE_VFORK | CLONE_PIDFD [| CLONE_INTO_CGROUP])`,
+//! `clone3(CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_CLEAR_SIGHAND
+//! [| CLONE_INTO_CGROUP])`,
 //! as glibc's `posix_spawn` does it: the child runs on a small stack of its
 //! own in the caller's memory while the calling thread waits for its exec,
 //! so nothing of the host's large address space is copied. The child makes
@@ -20,7 +21,12 @@
 //!    prepared ruleset), the capabilities (every set emptied);
 //! 4. signal handlers back to their defaults, SIGPIPE included, and an
 //!    empty signal mask (every signal is blocked from before the clone, so
-//!    no handler of the host ever runs in the child);
+//!    no handler of the host ever runs in the child). The kernel resets the
+//!    handlers in the clone (`CLONE_CLEAR_SIGHAND`), so the child only
+//!    takes SIGPIPE back from ignored: one system call where asking for
+//!    every signal's disposition took 62 (10-20 us a program, each call
+//!    through the seccomp shield). A kernel without the flag (before 5.5)
+//!    gets the loop;
 //! 5. `execve`.
 //!
 //! A step that fails stores which one and its errno where the caller reads
@@ -260,7 +266,7 @@ impl Launcher {
         shield_this_thread()?;
         let mut failure = Failure { step: 0, errno: 0 };
         let join: Vec<RawFd> = l.join.iter().map(|fd| fd.as_raw_fd()).collect();
-        let child = ChildArgs {
+        let mut child = ChildArgs {
             join: &join,
             program: l.program.as_ptr(),
             argv: argv.as_ptr(),
@@ -280,6 +286,7 @@ impl Launcher {
             rlimits: &self.rlimits,
             ruleset: self.ruleset.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
             clear_caps: self.clear_caps,
+            handlers_cleared: false,
             failure: &mut failure,
         };
         // The child's stack: 16-byte aligned, its top where it starts. Left
@@ -310,16 +317,33 @@ impl Launcher {
         // child's stack. The child empties its own mask.
         let mut old: u64 = 0;
         set_signal_mask(!0, Some(&mut old));
-        // SAFETY: `args` describes a stack that outlives the child's use of
-        // it (the caller is suspended until the child execs or exits), and
-        // `child_main` touches only `child`, which lives as long.
-        let pid = unsafe {
-            clone3(
-                &mut args,
-                child_main,
-                &child as *const ChildArgs as *mut c_void,
-            )
-        };
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut pid;
+        loop {
+            child.handlers_cleared = !NO_CLEAR_SIGHAND.load(Relaxed);
+            if child.handlers_cleared {
+                args.flags |= CLONE_CLEAR_SIGHAND;
+            } else {
+                args.flags &= !CLONE_CLEAR_SIGHAND;
+            }
+            // SAFETY: `args` describes a stack that outlives the child's use
+            // of it (the caller is suspended until the child execs or
+            // exits), and `child_main` touches only `child`, which lives as
+            // long.
+            pid = unsafe {
+                clone3(
+                    &mut args,
+                    child_main,
+                    &child as *const ChildArgs as *mut c_void,
+                )
+            };
+            if pid != -(libc::EINVAL as isize) || !child.handlers_cleared {
+                break;
+            }
+            // An unknown flag; if the flag was not the reason, the clone
+            // without it fails alike and that error is reported.
+            NO_CLEAR_SIGHAND.store(true, Relaxed);
+        }
         let clone_error = (pid < 0).then(|| io::Error::from_raw_os_error(-pid as i32));
         set_signal_mask(old, None);
         CHILD_STACKS.set(Some(stack));
@@ -518,6 +542,19 @@ pub fn reap(pidfd: BorrowedFd<'_>, blocking: bool) -> io::Result<Option<ExitStat
 const CHILD_STACK: usize = 32 << 10;
 const CAP_SYS_ADMIN: u32 = 21;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
+
+/// Set once a clone with `CLONE_CLEAR_SIGHAND` was refused (EINVAL from a
+/// kernel before 5.5): later launches reset the handlers in the child.
+static NO_CLEAR_SIGHAND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every later launch of this process reset the signal handlers in
+/// the child, as on a kernel before 5.5 (`false`), or go back to letting
+/// the clone do it where the kernel can (`true`). For tests of that path.
+#[doc(hidden)]
+pub fn clear_handlers_in_clone(yes: bool) {
+    NO_CLEAR_SIGHAND.store(!yes, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// `struct clone_args` of <linux/sched.h> (version 2, with `cgroup`).
 #[repr(C)]
@@ -560,6 +597,8 @@ struct ChildArgs<'a> {
     rlimits: &'a [(rlimit::Resource, libc::rlimit)],
     ruleset: RawFd,
     clear_caps: bool,
+    /// The kernel reset the signal handlers in the clone.
+    handlers_cleared: bool,
     failure: *mut Failure,
 }
 
@@ -702,22 +741,32 @@ unsafe fn confine_and_exec(a: &ChildArgs<'_>) -> Result<Never, Step> {
         // mask's end and the exec would run one here; ignored signals do
         // survive, and SIGPIPE is ignored by every Rust program.
         let mut action: libc::sigaction = std::mem::zeroed();
-        for sig in 1..=libc::SIGRTMAX() {
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-                continue;
-            }
-            if libc::sigaction(sig, std::ptr::null(), &mut action) != 0 {
-                continue;
-            }
-            if action.sa_sigaction != libc::SIG_DFL
-                && (action.sa_sigaction != libc::SIG_IGN || sig == libc::SIGPIPE)
-            {
-                action.sa_sigaction = libc::SIG_DFL;
-                action.sa_flags = 0;
-                ok(
-                    libc::sigaction(sig, &action, std::ptr::null_mut()) as _,
-                    Step::Signals,
-                )?;
+        if a.handlers_cleared {
+            // The kernel reset the handlers; of the ignored signals only
+            // SIGPIPE goes back to its default.
+            action.sa_sigaction = libc::SIG_DFL;
+            ok(
+                libc::sigaction(libc::SIGPIPE, &action, std::ptr::null_mut()) as _,
+                Step::Signals,
+            )?;
+        } else {
+            for sig in 1..=libc::SIGRTMAX() {
+                if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                    continue;
+                }
+                if libc::sigaction(sig, std::ptr::null(), &mut action) != 0 {
+                    continue;
+                }
+                if action.sa_sigaction != libc::SIG_DFL
+                    && (action.sa_sigaction != libc::SIG_IGN || sig == libc::SIGPIPE)
+                {
+                    action.sa_sigaction = libc::SIG_DFL;
+                    action.sa_flags = 0;
+                    ok(
+                        libc::sigaction(sig, &action, std::ptr::null_mut()) as _,
+                        Step::Signals,
+                    )?;
+                }
             }
         }
         set_signal_mask(0, None);

@@ -91,6 +91,8 @@ mod seccomp;
 pub use error::ConfineError;
 pub use fds::cloexec_inherited_fds;
 pub use filesystem::{Enforcement, LandlockApplied};
+#[doc(hidden)]
+pub use launch::clear_handlers_in_clone;
 pub use launch::{Launch, LaunchError, Launched, Launcher, kill, null_terminated, reap};
 pub use netns::{NetworkApplied, SharedNetns, hold_netns};
 pub use policy::{

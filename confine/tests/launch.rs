@@ -1166,30 +1166,45 @@ fn signals_are_default_and_unblocked_in_the_program() {
     };
     let blocked = hex_field(&status_of_task(pid, tid), "SigBlk");
     assert_ne!(blocked & signal_bit(libc::SIGUSR2), 0);
-    let p = started(&launcher);
-    // The launch restored this thread's mask.
-    let blocked_after = hex_field(&status_of_task(pid, tid), "SigBlk");
+    // Both ways: handlers reset by the clone (CLONE_CLEAR_SIGHAND), and by
+    // the child itself as on a kernel before 5.5.
+    let mut seen = Vec::new();
+    for cleared_by_clone in [false, true] {
+        kiln_confine::clear_handlers_in_clone(cleared_by_clone);
+        let p = started(&launcher);
+        // The launch restored this thread's mask.
+        let blocked_after = hex_field(&status_of_task(pid, tid), "SigBlk");
+        let status = status_of(p.pid);
+        stop(p);
+        // And so `yes` ends by SIGPIPE when its reader is gone.
+        let r = run(
+            &launcher,
+            "/bin/bash",
+            &["-c", "yes | head -n1 >/dev/null; echo ${PIPESTATUS[0]}"],
+        );
+        seen.push((cleared_by_clone, blocked_after, status, r));
+    }
     // SAFETY: restoring the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-    let status = status_of(p.pid);
-    stop(p);
-    assert_eq!(blocked_after, blocked);
-    assert_eq!(
-        hex_field(&status, "SigIgn") & signal_bit(libc::SIGPIPE),
-        0,
-        "SIGPIPE ignored"
-    );
-    assert_eq!(hex_field(&status, "SigBlk"), 0);
-
-    // And so `yes` ends by SIGPIPE when its reader is gone.
-    let r = run(
-        &launcher,
-        "/bin/bash",
-        &["-c", "yes | head -n1 >/dev/null; echo ${PIPESTATUS[0]}"],
-    );
-    assert!(r.success(), "{r:?}");
-    assert_eq!(r.stdout, format!("{}\n", 128 + libc::SIGPIPE), "{r:?}");
-    assert_eq!(r.stderr, "");
+    for (cleared_by_clone, blocked_after, status, r) in seen {
+        assert_eq!(
+            blocked_after, blocked,
+            "cleared by clone: {cleared_by_clone}"
+        );
+        assert_eq!(
+            hex_field(&status, "SigIgn") & signal_bit(libc::SIGPIPE),
+            0,
+            "SIGPIPE ignored (cleared by clone: {cleared_by_clone})"
+        );
+        assert_eq!(
+            hex_field(&status, "SigBlk"),
+            0,
+            "cleared by clone: {cleared_by_clone}"
+        );
+        assert!(r.success(), "{r:?}");
+        assert_eq!(r.stdout, format!("{}\n", 128 + libc::SIGPIPE), "{r:?}");
+        assert_eq!(r.stderr, "");
+    }
 }
 
 #[test]
