@@ -15,11 +15,13 @@ pub(super) enum Child {
     Launched(LaunchedChild),
 }
 
-/// A started program and the read ends of its stdout and stderr.
+/// A started program and the read ends of its stdout and stderr,
+/// non-blocking and not registered with the runtime yet: a program that
+/// ends quickly is read once it has, without them ever being registered.
 pub(super) struct Started {
     pub child: Child,
-    pub stdout: pipe::Receiver,
-    pub stderr: pipe::Receiver,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
 }
 
 impl Started {
@@ -30,8 +32,8 @@ impl Started {
         let stderr = child.stderr.take().ok_or_else(missing)?.into_owned_fd()?;
         Ok(Started {
             child: Child::Spawned(child),
-            stdout: receiver(stdout)?,
-            stderr: receiver(stderr)?,
+            stdout: nonblocking(stdout)?,
+            stderr: nonblocking(stderr)?,
         })
     }
 }
@@ -68,20 +70,20 @@ pub(super) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     })
 }
 
-/// The read end of a pipe, non-blocking and registered with the runtime.
-pub(super) fn receiver(fd: OwnedFd) -> io::Result<pipe::Receiver> {
-    set_nonblocking(&fd)?;
+/// A non-blocking pipe read end, registered with the runtime.
+pub(super) fn register(fd: OwnedFd) -> io::Result<pipe::Receiver> {
     pipe::Receiver::from_owned_fd_unchecked(fd)
 }
 
-fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+/// The read end of a pipe, made non-blocking.
+pub(super) fn nonblocking(fd: OwnedFd) -> io::Result<OwnedFd> {
     // The read end of a pipe has no other status flag to keep (O_RDONLY is
     // the access mode, which F_SETFL leaves alone): one call, not two.
     // SAFETY: F_SETFL on a descriptor we own.
     if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(fd)
 }
 
 /// A program a launcher started, waited for through its pidfd. Dropped

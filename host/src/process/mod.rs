@@ -1,6 +1,8 @@
 //! Native program execution: spawn without a shell, stream stdout and stderr
 //! into log files as they are produced (each file created with its stream's
-//! first output) while keeping a capped copy in memory,
+//! first output; a program's first 10 ms of output waits in its pipes, so
+//! that a short program costs no pipe watching) while keeping a capped copy
+//! in memory,
 //! enforce a timeout on the whole process group, and report exactly one
 //! outcome.
 //!
@@ -28,7 +30,7 @@ pub use handle::ChildHandle;
 pub use output::{LineSink, MAX_LINE, WarningSink};
 
 use child::{Child, LaunchedChild, Started};
-use output::{LazyLog, LineSplitter, drain};
+use output::{Drain, LazyLog, LineSplitter, warn};
 use supervise::{supervise, wait_stop};
 
 use crate::engine::lock;
@@ -166,6 +168,36 @@ impl ProcessShared {
 /// program has ended; what the program wrote is in the pipe already.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 
+/// How long a program runs before its output pipes are registered with the
+/// runtime and drained as produced; see `run`.
+const QUIET_START: Duration = Duration::from_millis(10);
+
+/// Drain both streams as produced, each registered with the runtime; both
+/// in this one future, beside the supervision: no task of their own to
+/// start and hand the end over from.
+async fn registered(
+    out: Option<(std::os::fd::OwnedFd, Drain)>,
+    err: Option<(std::os::fd::OwnedFd, Drain)>,
+) {
+    let run = |stream: Option<(std::os::fd::OwnedFd, Drain)>| async move {
+        let Some((fd, drain)) = stream else { return };
+        match child::register(fd) {
+            Ok(pipe) => drain.run(pipe).await,
+            // The pipe is closed with the error: the program's writes to it
+            // fail from then on, rather than block on a pipe nobody reads.
+            Err(e) => {
+                let message = format!(
+                    "cannot watch the program's {} ({e}): it was closed, and the program's writes to it fail",
+                    drain.stream()
+                );
+                warn(drain.warnings(), &message);
+                drain.finish();
+            }
+        }
+    };
+    tokio::join!(run(out), run(err));
+}
+
 /// Where a program is in its life, for whoever tracks its job's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -251,27 +283,31 @@ async fn run(
             overlong: false,
         })
     };
-    // Both streams are drained by this task, next to the supervision: no
-    // task of their own to start and hand the end over from.
-    let drain_out = drain(
-        Some(stdout),
-        LazyLog::new(spec.stdout_log.clone()),
-        shared.clone(),
-        false,
-        splitter(false),
-        spec.on_warning.clone(),
-    );
-    let drain_err = drain(
-        Some(stderr),
-        LazyLog::new(spec.stderr_log.clone()),
-        shared.clone(),
-        true,
-        splitter(true),
-        spec.on_warning.clone(),
-    );
-    let mut drains = Box::pin(async move {
-        tokio::join!(drain_out, drain_err);
-    });
+    let drain = |stderr| {
+        let log = if stderr {
+            &spec.stderr_log
+        } else {
+            &spec.stdout_log
+        };
+        Drain::new(
+            LazyLog::new(log.clone()),
+            shared.clone(),
+            stderr,
+            splitter(stderr),
+            spec.on_warning.clone(),
+        )
+    };
+    let mut out = Some((stdout, drain(false)));
+    let mut err = Some((stderr, drain(true)));
+    // The output pipes are registered with the runtime only if the program
+    // is still running after QUIET_START; a program that ends sooner (most
+    // of them, in a pipeline of short steps) is read once, after its end.
+    // That saves, per program, registering and deregistering two pipes and
+    // the wake-ups their hang-ups cause on top of the exit's. A program
+    // that fills a pipe sooner waits for it, once, at most that long.
+    let quiet = tokio::time::sleep(QUIET_START);
+    tokio::pin!(quiet);
+    let mut drains = None;
     let mut drained = false;
     let outcome = {
         let supervised = supervise(&mut child, shared, spec.timeout, spec.grace);
@@ -279,17 +315,43 @@ async fn run(
         loop {
             tokio::select! {
                 outcome = &mut supervised => break outcome,
-                () = &mut drains, if !drained => drained = true,
+                () = &mut quiet, if drains.is_none() => {
+                    drains = Some(Box::pin(registered(out.take(), err.take())));
+                }
+                () = async {
+                    match drains.as_mut() {
+                        Some(drains) => drains.await,
+                        None => std::future::pending().await,
+                    }
+                }, if drains.is_some() && !drained => drained = true,
             }
         }
     };
     // The program is gone: its slots go to the next in the queue.
     drop(permits);
+    if drains.is_none() {
+        // What it wrote is in the pipes; their ends have come too, unless
+        // something outside its group holds a write end (below).
+        for stream in [&mut out, &mut err] {
+            let ended = stream.as_mut().is_some_and(|(fd, drain)| {
+                // A pipe that cannot be read has ended too.
+                !matches!(drain.read_now(std::os::fd::AsFd::as_fd(fd)), Ok(false))
+            });
+            if let Some((_, drain)) = stream.take_if(|_| ended) {
+                drain.finish();
+            }
+        }
+        if out.is_some() || err.is_some() {
+            drains = Some(Box::pin(registered(out.take(), err.take())));
+        } else {
+            drained = true;
+        }
+    }
     // Pipes close when the last holder exits; the group was killed, so
     // this is quick. A holder outside the group (a setsid escapee) keeps
     // them open until the job's end kills it: the drains go on in the
     // background, and the outcome does not wait for them.
-    if !drained
+    if let (false, Some(mut drains)) = (drained, drains)
         && tokio::time::timeout(DRAIN_AFTER_EXIT, &mut drains)
             .await
             .is_err()
@@ -418,8 +480,8 @@ fn launch(
     drop((out_write, err_write));
     Ok(Started {
         child: Child::Launched(LaunchedChild::new(launched).map_err(io)?),
-        stdout: child::receiver(out_read).map_err(io)?,
-        stderr: child::receiver(err_read).map_err(io)?,
+        stdout: child::nonblocking(out_read).map_err(io)?,
+        stderr: child::nonblocking(err_read).map_err(io)?,
     })
 }
 
@@ -567,6 +629,49 @@ mod tests {
             let log = std::fs::read(tmp.path().join(format!("log_{i}.txt"))).unwrap();
             assert_eq!(log, format!("out{i}\n").as_bytes());
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn output_beyond_what_a_pipe_holds_at_the_start_is_all_kept() {
+        // Both pipes fill long before they are watched (QUIET_START): the
+        // program waits, then everything reaches the logs and the capture.
+        let tmp = tempfile::tempdir().unwrap();
+        let script =
+            "head -c 300000 /dev/zero | tr '\\0' a; head -c 300000 /dev/zero | tr '\\0' b >&2";
+        let p = spawn(sh(tmp.path(), script), Gate::default(), Box::new(|_| {}));
+        assert_eq!(p.wait().await, Outcome::Exited(0));
+        let out = std::fs::read(tmp.path().join("log.txt")).unwrap();
+        let err = std::fs::read(tmp.path().join("log_err.txt")).unwrap();
+        assert!(out.len() == 300_000 && out.iter().all(|&b| b == b'a'));
+        assert!(err.len() == 300_000 && err.iter().all(|&b| b == b'b'));
+        assert_eq!(p.captured(false).data, out);
+        assert_eq!(p.captured(true).data, err);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn output_of_an_escapee_after_the_program_ended_still_reaches_the_log() {
+        // The program ends at once, read without its pipes ever watched;
+        // a process outside its group still holds stdout, so that pipe is
+        // watched from then on.
+        let tmp = tempfile::tempdir().unwrap();
+        // It waits until the escapee has left its group (which is killed
+        // at its end), then ends.
+        let script = "setsid sh -c ': > left; sleep 0.3; echo late' & \
+                      while [ ! -e left ]; do :; done; echo early";
+        let p = spawn(sh(tmp.path(), script), Gate::default(), Box::new(|_| {}));
+        assert_eq!(p.wait().await, Outcome::Exited(0));
+        assert!(p.captured(false).data.starts_with(b"early\n"));
+        let log = tmp.path().join("log.txt");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read(&log).unwrap() != b"early\nlate\n" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                std::fs::read_to_string(&log)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(p.captured(false).data, b"early\nlate\n");
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 
 use super::ProcessShared;
 use crate::engine::lock;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::{Interest, Ready};
@@ -147,66 +148,141 @@ impl LineSplitter {
 const FIRST_CHUNK: usize = 64 << 10;
 const BIG_CHUNK: usize = 1 << 20;
 
-pub(super) async fn drain(
-    pipe: Option<pipe::Receiver>,
-    mut log: LazyLog,
+/// One output stream on its way to its log file, the capture and the line
+/// sink.
+pub(super) struct Drain {
+    log: LazyLog,
     shared: Arc<ProcessShared>,
     stderr: bool,
-    mut lines: Option<LineSplitter>,
+    lines: Option<LineSplitter>,
     warnings: Option<WarningSink>,
-) {
-    let Some(pipe) = pipe else { return };
-    // Read into spare capacity: nothing is zeroed that no output fills.
-    // Allocated with the first output: most short programs write nothing.
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
-        buf.clear();
-        let n = match read_some(&pipe, &mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if n >= FIRST_CHUNK && buf.capacity() < BIG_CHUNK {
-            // SAFETY: F_SETPIPE_SZ only resizes the pipe's buffer; failure
-            // (above the system's pipe-max-size) keeps the default.
-            unsafe {
-                libc::fcntl(
-                    std::os::fd::AsRawFd::as_raw_fd(&pipe),
-                    libc::F_SETPIPE_SZ,
-                    BIG_CHUNK as libc::c_int,
-                );
-            }
-            buf.reserve_exact(BIG_CHUNK - n);
+    /// Read into its spare capacity: nothing is zeroed that no output
+    /// fills. Allocated with the first output: most short programs write
+    /// nothing.
+    buf: Vec<u8>,
+}
+
+impl Drain {
+    pub(super) fn new(
+        log: LazyLog,
+        shared: Arc<ProcessShared>,
+        stderr: bool,
+        lines: Option<LineSplitter>,
+        warnings: Option<WarningSink>,
+    ) -> Drain {
+        Drain {
+            log,
+            shared,
+            stderr,
+            lines,
+            warnings,
+            buf: Vec::new(),
         }
+    }
+
+    /// Take in what the pipe holds now, without waiting: `true` once its
+    /// end was read (every writer gone), `false` while it is empty but
+    /// still open. `fd` must be non-blocking.
+    pub(super) fn read_now(&mut self, fd: BorrowedFd<'_>) -> std::io::Result<bool> {
+        loop {
+            self.buf.clear();
+            if self.buf.capacity() == 0 {
+                self.buf.reserve_exact(FIRST_CHUNK);
+            }
+            let spare = self.buf.spare_capacity_mut();
+            // SAFETY: read writes at most `spare.len()` bytes into the
+            // spare capacity, which is ours to fill.
+            let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+            match n {
+                0 => return Ok(true),
+                n if n > 0 => {
+                    // SAFETY: the read initialised the first n bytes.
+                    unsafe { self.buf.set_len(n as usize) };
+                    self.deliver();
+                }
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    match e.kind() {
+                        std::io::ErrorKind::WouldBlock => return Ok(false),
+                        std::io::ErrorKind::Interrupted => {}
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Take in everything up to the end of the output, as it is produced.
+    pub(super) async fn run(mut self, pipe: pipe::Receiver) {
+        loop {
+            self.buf.clear();
+            let n = match read_some(&pipe, &mut self.buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if n >= FIRST_CHUNK && self.buf.capacity() < BIG_CHUNK {
+                // SAFETY: F_SETPIPE_SZ only resizes the pipe's buffer;
+                // failure (above the system's pipe-max-size) keeps the
+                // default.
+                unsafe {
+                    libc::fcntl(
+                        pipe.as_raw_fd(),
+                        libc::F_SETPIPE_SZ,
+                        BIG_CHUNK as libc::c_int,
+                    );
+                }
+                self.buf.reserve_exact(BIG_CHUNK - n);
+            }
+            self.deliver();
+        }
+        self.finish();
+    }
+
+    /// The end of the output: a last line without a newline goes out.
+    pub(super) fn finish(mut self) {
+        if let Some(lines) = self.lines.as_mut() {
+            lines.finish();
+        }
+    }
+
+    pub(super) fn warnings(&self) -> Option<&WarningSink> {
+        self.warnings.as_ref()
+    }
+
+    pub(super) fn stream(&self) -> &'static str {
+        if self.stderr { "stderr" } else { "stdout" }
+    }
+
+    /// Pass on the bytes in `buf`.
+    fn deliver(&mut self) {
+        let bytes = &self.buf[..];
         // Written as produced, so the log on disk is the full record even if
         // the job dies later. A write to a regular file lands in the page
         // cache at once; handing it to another thread costs more than it.
-        if let Err(why) = log.write(&buf[..n]) {
+        if let Err(why) = self.log.write(bytes) {
             // Disk trouble: keep draining so the program never blocks on a
             // full pipe; the capture still holds what fits.
-            let stream = if stderr { "stderr" } else { "stdout" };
+            let stream = self.stream();
             warn(
-                warnings.as_ref(),
+                self.warnings.as_ref(),
                 &format!(
                     "{why}; the program's {stream} from here on is kept only in memory, up to the output limit"
                 ),
             );
         }
-        let cap = if stderr {
-            &shared.stderr
+        let cap = if self.stderr {
+            &self.shared.stderr
         } else {
-            &shared.stdout
+            &self.shared.stdout
         };
-        lock(cap).push(&buf[..n]);
-        if let Some(lines) = lines.as_mut() {
+        lock(cap).push(bytes);
+        if let Some(lines) = self.lines.as_mut() {
             if (lines.sink.wanted)() {
-                lines.push(&buf[..n]);
+                lines.push(bytes);
             } else {
                 lines.reset();
             }
         }
-    }
-    if let Some(lines) = lines.as_mut() {
-        lines.finish();
     }
 }
 
