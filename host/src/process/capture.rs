@@ -36,6 +36,11 @@ impl Capture {
         self.data.extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
+    /// Output has been dropped at the cap: whatever comes later is too.
+    pub(crate) fn is_truncated(&self) -> bool {
+        self.truncated
+    }
+
     pub(crate) fn snapshot(&self) -> Captured {
         let mut data = self.data.clone();
         if self.truncated {

@@ -649,6 +649,28 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn output_past_the_capture_cap_reaches_the_log_whole_and_in_order() {
+        // Past the cap the rest is spliced from the pipe into the file.
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spec = sh(tmp.path(), "seq 1 300000; echo end >&2");
+        spec.capture_limit = 4096;
+        let p = spawn(spec, Gate::default(), Box::new(|_| {}));
+        assert_eq!(p.wait().await, Outcome::Exited(0));
+        let expected: String = (1..=300_000).map(|i| format!("{i}\n")).collect();
+        let log = std::fs::read_to_string(tmp.path().join("log.txt")).unwrap();
+        assert!(
+            log == expected,
+            "log.txt: {} bytes, not {}",
+            log.len(),
+            expected.len()
+        );
+        let captured = p.captured(false);
+        assert!(captured.truncated);
+        assert!(captured.data.starts_with(&expected.as_bytes()[..4096]));
+        assert_eq!(p.captured(true).data, b"end\n");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn output_of_an_escapee_after_the_program_ended_still_reaches_the_log() {
         // The program ends at once, read without its pipes ever watched;
         // a process outside its group still holds stdout, so that pipe is

@@ -8,7 +8,7 @@
 
 use super::ProcessShared;
 use crate::engine::lock;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::{Interest, Ready};
@@ -30,6 +30,8 @@ pub(super) fn warn(sink: Option<&WarningSink>, message: &str) {
 pub(super) struct LazyLog {
     path: PathBuf,
     file: LogFile,
+    /// Its descriptor has lost O_APPEND, which `splice` refuses.
+    splice_ready: bool,
 }
 
 enum LogFile {
@@ -45,7 +47,31 @@ impl LazyLog {
         LazyLog {
             path,
             file: LogFile::NotYet,
+            splice_ready: false,
         }
+    }
+
+    /// The open file's descriptor for `splice` to write to, once it has
+    /// been written to and has not failed. Appends have left its offset at
+    /// its end, and nothing else writes to a program's log, so dropping
+    /// O_APPEND (which `splice` refuses) changes nothing that is written.
+    fn splice_target(&mut self) -> Option<BorrowedFd<'_>> {
+        let LogFile::Open(f) = &self.file else {
+            return None;
+        };
+        if !self.splice_ready {
+            let fd = f.as_raw_fd();
+            // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+            let cleared = unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFL);
+                flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_APPEND) == 0
+            };
+            if !cleared {
+                return None;
+            }
+            self.splice_ready = true;
+        }
+        Some(f.as_fd())
     }
 
     /// Append `bytes`; the first failure is returned as a message, later
@@ -160,6 +186,8 @@ pub(super) struct Drain {
     /// fills. Allocated with the first output: most short programs write
     /// nothing.
     buf: Vec<u8>,
+    /// `splice` failed once (a file system without it, say): reads only.
+    no_splice: bool,
 }
 
 impl Drain {
@@ -177,6 +205,7 @@ impl Drain {
             lines,
             warnings,
             buf: Vec::new(),
+            no_splice: false,
         }
     }
 
@@ -215,6 +244,20 @@ impl Drain {
     /// Take in everything up to the end of the output, as it is produced.
     pub(super) async fn run(mut self, pipe: pipe::Receiver) {
         loop {
+            if self.only_the_log_wants_more() {
+                let Some(log) = self.log.splice_target() else {
+                    self.no_splice = true;
+                    continue;
+                };
+                match splice_some(&pipe, log.as_raw_fd()).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    // The bytes are still in the pipe: reads take them, and
+                    // report a failing file as they would have.
+                    Err(_) => self.no_splice = true,
+                }
+                continue;
+            }
             self.buf.clear();
             let n = match read_some(&pipe, &mut self.buf).await {
                 Ok(0) | Err(_) => break,
@@ -242,6 +285,31 @@ impl Drain {
     pub(super) fn finish(mut self) {
         if let Some(lines) = self.lines.as_mut() {
             lines.finish();
+        }
+    }
+
+    /// Past the capture's cap, with nobody listening for lines, the rest
+    /// of the output only goes to the log file: then it moves from the pipe
+    /// into the file inside the kernel (`splice`), not through the host.
+    fn only_the_log_wants_more(&mut self) -> bool {
+        if self.no_splice {
+            return false;
+        }
+        let cap = if self.stderr {
+            &self.shared.stderr
+        } else {
+            &self.shared.stdout
+        };
+        if !lock(cap).is_truncated() {
+            return false;
+        }
+        match self.lines.as_mut() {
+            Some(lines) if (lines.sink.wanted)() => false,
+            Some(lines) => {
+                lines.reset();
+                true
+            }
+            None => true,
         }
     }
 
@@ -304,6 +372,39 @@ async fn read_some(pipe: &pipe::Receiver, buf: &mut Vec<u8>) -> std::io::Result<
             buf.reserve_exact(FIRST_CHUNK);
         }
         match pipe.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            result => return result,
+        }
+    }
+}
+
+/// Move what the program has written from the pipe to the file `to`;
+/// 0 at the end of its output.
+async fn splice_some(pipe: &pipe::Receiver, to: std::os::fd::RawFd) -> std::io::Result<usize> {
+    loop {
+        let ready = pipe.ready(Interest::READABLE).await?;
+        if ready.is_read_closed() && (ready & Ready::READABLE).is_empty() {
+            return Ok(0);
+        }
+        let moved = pipe.try_io(|| {
+            // SAFETY: splice between two descriptors we own, no offsets.
+            let n = unsafe {
+                libc::splice(
+                    pipe.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    to,
+                    std::ptr::null_mut(),
+                    BIG_CHUNK,
+                    libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+                )
+            };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match moved {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             result => return result,
         }
