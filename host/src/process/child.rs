@@ -8,7 +8,6 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::ExitStatus;
 use tokio::io::unix::AsyncFd;
-use tokio::net::unix::pipe;
 
 pub(super) enum Child {
     Spawned(tokio::process::Child),
@@ -68,11 +67,6 @@ pub(super) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
         use std::os::fd::FromRawFd;
         (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
     })
-}
-
-/// A non-blocking pipe read end, registered with the runtime.
-pub(super) fn register(fd: OwnedFd) -> io::Result<pipe::Receiver> {
-    pipe::Receiver::from_owned_fd_unchecked(fd)
 }
 
 /// The read end of a pipe, made non-blocking.

@@ -30,11 +30,12 @@ pub use handle::ChildHandle;
 pub use output::{LineSink, MAX_LINE, WarningSink};
 
 use child::{Child, LaunchedChild, Started};
-use output::{Drain, LazyLog, LineSplitter, warn};
+use output::{Drain, LazyLog, LineSplitter};
 use supervise::{supervise, wait_stop};
 
 use crate::engine::lock;
 use capture::Capture;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -175,27 +176,13 @@ const QUIET_START: Duration = Duration::from_millis(10);
 /// Drain both streams as produced, each registered with the runtime; both
 /// in this one future, beside the supervision: no task of their own to
 /// start and hand the end over from.
-async fn registered(
-    out: Option<(std::os::fd::OwnedFd, Drain)>,
-    err: Option<(std::os::fd::OwnedFd, Drain)>,
-) {
-    let run = |stream: Option<(std::os::fd::OwnedFd, Drain)>| async move {
-        let Some((fd, drain)) = stream else { return };
-        match child::register(fd) {
-            Ok(pipe) => drain.run(pipe).await,
-            // The pipe is closed with the error: the program's writes to it
-            // fail from then on, rather than block on a pipe nobody reads.
-            Err(e) => {
-                let message = format!(
-                    "cannot watch the program's {} ({e}): it was closed, and the program's writes to it fail",
-                    drain.stream()
-                );
-                warn(drain.warnings(), &message);
-                drain.finish();
-            }
+async fn registered(out: Option<(OwnedFd, Drain)>, err: Option<(OwnedFd, Drain)>) {
+    let watch = |stream: Option<(OwnedFd, Drain)>| async move {
+        if let Some((fd, drain)) = stream {
+            drain.watch(fd).await;
         }
     };
-    tokio::join!(run(out), run(err));
+    tokio::join!(watch(out), watch(err));
 }
 
 /// Where a program is in its life, for whoever tracks its job's state.
@@ -335,7 +322,7 @@ async fn run(
         for stream in [&mut out, &mut err] {
             let ended = stream.as_mut().is_some_and(|(fd, drain)| {
                 // A pipe that cannot be read has ended too.
-                !matches!(drain.read_now(std::os::fd::AsFd::as_fd(fd)), Ok(false))
+                !matches!(drain.read_now(fd.as_fd()), Ok(false))
             });
             if let Some((_, drain)) = stream.take_if(|_| ended) {
                 drain.finish();

@@ -8,7 +8,7 @@
 
 use super::ProcessShared;
 use crate::engine::lock;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::{Interest, Ready};
@@ -55,7 +55,7 @@ impl LazyLog {
     /// been written to and has not failed. Appends have left its offset at
     /// its end, and nothing else writes to a program's log, so dropping
     /// O_APPEND (which `splice` refuses) changes nothing that is written.
-    fn splice_target(&mut self) -> Option<BorrowedFd<'_>> {
+    fn splice_target(&mut self) -> Option<RawFd> {
         let LogFile::Open(f) = &self.file else {
             return None;
         };
@@ -71,7 +71,7 @@ impl LazyLog {
             }
             self.splice_ready = true;
         }
-        Some(f.as_fd())
+        Some(f.as_raw_fd())
     }
 
     /// Append `bytes`; the first failure is returned as a message, later
@@ -213,43 +213,63 @@ impl Drain {
     /// end was read (every writer gone), `false` while it is empty but
     /// still open. `fd` must be non-blocking.
     pub(super) fn read_now(&mut self, fd: BorrowedFd<'_>) -> std::io::Result<bool> {
+        // Until there is more output than this holds, nothing is allocated:
+        // most short programs write little or nothing.
+        let mut small = [0u8; 4096];
         loop {
-            self.buf.clear();
-            if self.buf.capacity() == 0 {
-                self.buf.reserve_exact(FIRST_CHUNK);
-            }
-            let spare = self.buf.spare_capacity_mut();
-            // SAFETY: read writes at most `spare.len()` bytes into the
-            // spare capacity, which is ours to fill.
-            let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
-            match n {
-                0 => return Ok(true),
-                n if n > 0 => {
-                    // SAFETY: the read initialised the first n bytes.
-                    unsafe { self.buf.set_len(n as usize) };
-                    self.deliver();
+            let n = if self.buf.capacity() == 0 {
+                // SAFETY: `small` has room for its length.
+                unsafe { read_into(fd, small.as_mut_ptr(), small.len())? }
+            } else {
+                self.buf.clear();
+                let spare = self.buf.spare_capacity_mut();
+                // SAFETY: the spare capacity has room for its length; the
+                // read initialises the first n bytes.
+                unsafe {
+                    let n = read_into(fd, spare.as_mut_ptr().cast(), spare.len())?;
+                    n.inspect(|&n| self.buf.set_len(n))
                 }
-                _ => {
-                    let e = std::io::Error::last_os_error();
-                    match e.kind() {
-                        std::io::ErrorKind::WouldBlock => return Ok(false),
-                        std::io::ErrorKind::Interrupted => {}
-                        _ => return Err(e),
+            };
+            match n {
+                None => return Ok(false),
+                Some(0) => return Ok(true),
+                Some(n) if self.buf.capacity() == 0 => {
+                    self.deliver(&small[..n]);
+                    if n == small.len() {
+                        self.buf.reserve_exact(FIRST_CHUNK);
                     }
                 }
+                Some(_) => self.deliver_buf(),
+            }
+        }
+    }
+
+    /// Drain `fd` as produced, registered with the runtime.
+    pub(super) async fn watch(self, fd: OwnedFd) {
+        match pipe::Receiver::from_owned_fd_unchecked(fd) {
+            Ok(pipe) => self.run(pipe).await,
+            // The pipe is closed with the error: the program's writes to it
+            // fail from then on, rather than block on a pipe nobody reads.
+            Err(e) => {
+                let message = format!(
+                    "cannot watch the program's {} ({e}): it was closed, and the program's writes to it fail",
+                    self.stream()
+                );
+                warn(self.warnings.as_ref(), &message);
+                self.finish();
             }
         }
     }
 
     /// Take in everything up to the end of the output, as it is produced.
-    pub(super) async fn run(mut self, pipe: pipe::Receiver) {
+    async fn run(mut self, pipe: pipe::Receiver) {
         loop {
             if self.only_the_log_wants_more() {
                 let Some(log) = self.log.splice_target() else {
                     self.no_splice = true;
                     continue;
                 };
-                match splice_some(&pipe, log.as_raw_fd()).await {
+                match splice_some(&pipe, log).await {
                     Ok(0) => break,
                     Ok(_) => {}
                     // The bytes are still in the pipe: reads take them, and
@@ -276,7 +296,7 @@ impl Drain {
                 }
                 self.buf.reserve_exact(BIG_CHUNK - n);
             }
-            self.deliver();
+            self.deliver_buf();
         }
         self.finish();
     }
@@ -295,12 +315,7 @@ impl Drain {
         if self.no_splice {
             return false;
         }
-        let cap = if self.stderr {
-            &self.shared.stderr
-        } else {
-            &self.shared.stdout
-        };
-        if !lock(cap).is_truncated() {
+        if !lock(self.capture()).is_truncated() {
             return false;
         }
         match self.lines.as_mut() {
@@ -313,17 +328,28 @@ impl Drain {
         }
     }
 
-    pub(super) fn warnings(&self) -> Option<&WarningSink> {
-        self.warnings.as_ref()
-    }
-
-    pub(super) fn stream(&self) -> &'static str {
+    fn stream(&self) -> &'static str {
         if self.stderr { "stderr" } else { "stdout" }
     }
 
+    /// The in-memory copy this stream goes to.
+    fn capture(&self) -> &std::sync::Mutex<super::Capture> {
+        if self.stderr {
+            &self.shared.stderr
+        } else {
+            &self.shared.stdout
+        }
+    }
+
     /// Pass on the bytes in `buf`.
-    fn deliver(&mut self) {
-        let bytes = &self.buf[..];
+    fn deliver_buf(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        self.deliver(&buf);
+        self.buf = buf;
+    }
+
+    /// Pass on `bytes`.
+    fn deliver(&mut self, bytes: &[u8]) {
         // Written as produced, so the log on disk is the full record even if
         // the job dies later. A write to a regular file lands in the page
         // cache at once; handing it to another thread costs more than it.
@@ -338,12 +364,7 @@ impl Drain {
                 ),
             );
         }
-        let cap = if self.stderr {
-            &self.shared.stderr
-        } else {
-            &self.shared.stdout
-        };
-        lock(cap).push(bytes);
+        lock(self.capture()).push(bytes);
         if let Some(lines) = self.lines.as_mut() {
             if (lines.sink.wanted)() {
                 lines.push(bytes);
@@ -378,9 +399,35 @@ async fn read_some(pipe: &pipe::Receiver, buf: &mut Vec<u8>) -> std::io::Result<
     }
 }
 
+/// One non-blocking read of at most `len` bytes to `dst`: `None` when
+/// nothing is there yet.
+///
+/// # Safety
+///
+/// `dst` must be valid for writes of `len` bytes.
+unsafe fn read_into(
+    fd: BorrowedFd<'_>,
+    dst: *mut u8,
+    len: usize,
+) -> std::io::Result<Option<usize>> {
+    loop {
+        // SAFETY: the caller's contract.
+        let n = unsafe { libc::read(fd.as_raw_fd(), dst.cast(), len) };
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock => return Ok(None),
+            std::io::ErrorKind::Interrupted => {}
+            _ => return Err(e),
+        }
+    }
+}
+
 /// Move what the program has written from the pipe to the file `to`;
 /// 0 at the end of its output.
-async fn splice_some(pipe: &pipe::Receiver, to: std::os::fd::RawFd) -> std::io::Result<usize> {
+async fn splice_some(pipe: &pipe::Receiver, to: RawFd) -> std::io::Result<usize> {
     loop {
         let ready = pipe.ready(Interest::READABLE).await?;
         if ready.is_read_closed() && (ready & Ready::READABLE).is_empty() {
