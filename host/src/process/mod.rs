@@ -21,6 +21,7 @@ mod child;
 mod confinement;
 mod handle;
 mod output;
+mod relay;
 mod supervise;
 
 pub use capture::Captured;
@@ -637,7 +638,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn output_past_the_capture_cap_reaches_the_log_whole_and_in_order() {
-        // Past the cap the rest is spliced from the pipe into the file.
+        // Past the cap the rest is relayed from the pipe into the file.
         let tmp = tempfile::tempdir().unwrap();
         let mut spec = sh(tmp.path(), "seq 1 300000; echo end >&2");
         spec.capture_limit = 4096;
@@ -655,6 +656,53 @@ mod tests {
         assert!(captured.truncated);
         assert!(captured.data.starts_with(&expected.as_bytes()[..4096]));
         assert_eq!(p.captured(true).data, b"end\n");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_listener_arriving_past_the_capture_cap_gets_lines_and_the_log_stays_whole() {
+        // Past the cap, with nobody listening, the output is relayed into
+        // the log; a listener arriving then gets lines again, and the log
+        // has everything once, in order, relayed and read alike.
+        let tmp = tempfile::tempdir().unwrap();
+        let wanted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (w, l) = (wanted.clone(), lines.clone());
+        let mut spec = sh(
+            tmp.path(),
+            "seq 1 200000; : > relayed; while [ ! -e go ]; do sleep 0.01; done; seq 200001 400000",
+        );
+        spec.capture_limit = 4096;
+        spec.on_line = Some(LineSink {
+            wanted: Arc::new(move || w.load(std::sync::atomic::Ordering::SeqCst)),
+            line: Arc::new(move |_, line: &str| lock(&l).push(line.to_string())),
+        });
+        let p = spawn(spec, Gate::default(), Box::new(|_| {}));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !tmp.path().join("relayed").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the program never got on"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        wanted.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::fs::write(tmp.path().join("go"), b"").unwrap();
+        assert_eq!(p.wait().await, Outcome::Exited(0));
+        let expected: String = (1..=400_000).map(|i| format!("{i}\n")).collect();
+        let log = std::fs::read_to_string(tmp.path().join("log.txt")).unwrap();
+        assert!(
+            log == expected,
+            "log.txt: {} bytes, not {}",
+            log.len(),
+            expected.len()
+        );
+        let lines = lock(&lines).clone();
+        // The first chunk after the listener came may have been relayed
+        // already, and its first line cut: the rest must be there, whole.
+        assert_eq!(lines.last().map(String::as_str), Some("400000"));
+        let whole: Vec<u32> = lines[1..].iter().map(|l| l.parse().unwrap()).collect();
+        assert!(whole.windows(2).all(|w| w[1] == w[0] + 1), "lines skip");
+        assert!(whole[0] > 200_000, "lines from before the listener came");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,9 @@
 //! two files per program was most of what starting a short program cost).
 
 use super::ProcessShared;
+use super::relay::{LogTarget, Relay};
 use crate::engine::lock;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::{Interest, Ready};
@@ -31,7 +32,7 @@ pub(super) struct LazyLog {
     path: PathBuf,
     file: LogFile,
     /// Its descriptor has lost O_APPEND, which `splice` refuses.
-    splice_ready: bool,
+    append_dropped: bool,
 }
 
 enum LogFile {
@@ -47,19 +48,24 @@ impl LazyLog {
         LazyLog {
             path,
             file: LogFile::NotYet,
-            splice_ready: false,
+            append_dropped: false,
         }
     }
 
-    /// The open file's descriptor for `splice` to write to, once it has
-    /// been written to and has not failed. Appends have left its offset at
-    /// its end, and nothing else writes to a program's log, so dropping
-    /// O_APPEND (which `splice` refuses) changes nothing that is written.
-    fn splice_target(&mut self) -> Option<RawFd> {
+    /// Where a relay's writer thread is to write: the open file, once it
+    /// has been written to and has not failed. Appends have left its
+    /// offset at its end, and nothing else writes to a program's log, so
+    /// dropping O_APPEND (which `splice` refuses) changes nothing that is
+    /// written.
+    fn relay_target(
+        &mut self,
+        stream: &'static str,
+        warnings: Option<WarningSink>,
+    ) -> Option<LogTarget> {
         let LogFile::Open(f) = &self.file else {
             return None;
         };
-        if !self.splice_ready {
+        if !self.append_dropped {
             let fd = f.as_raw_fd();
             // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
             let cleared = unsafe {
@@ -69,9 +75,20 @@ impl LazyLog {
             if !cleared {
                 return None;
             }
-            self.splice_ready = true;
+            self.append_dropped = true;
         }
-        Some(f.as_raw_fd())
+        Some(LogTarget {
+            file: f.try_clone().ok()?,
+            path: self.path.clone(),
+            stream,
+            warnings,
+        })
+    }
+
+    /// Writing failed elsewhere (and was reported): later writes are
+    /// dropped.
+    fn failed(&mut self) {
+        self.file = LogFile::Failed;
     }
 
     /// Append `bytes`; the first failure is returned as a message, later
@@ -186,8 +203,9 @@ pub(super) struct Drain {
     /// fills. Allocated with the first output: most short programs write
     /// nothing.
     buf: Vec<u8>,
-    /// `splice` failed once (a file system without it, say): reads only.
-    no_splice: bool,
+    /// A relay could not be started or failed to move output once: reads
+    /// only from then on.
+    no_relay: bool,
 }
 
 impl Drain {
@@ -205,7 +223,7 @@ impl Drain {
             lines,
             warnings,
             buf: Vec::new(),
-            no_splice: false,
+            no_relay: false,
         }
     }
 
@@ -264,19 +282,8 @@ impl Drain {
     /// Take in everything up to the end of the output, as it is produced.
     async fn run(mut self, pipe: pipe::Receiver) {
         loop {
-            if self.only_the_log_wants_more() {
-                let Some(log) = self.log.splice_target() else {
-                    self.no_splice = true;
-                    continue;
-                };
-                match splice_some(&pipe, log).await {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    // The bytes are still in the pipe: reads take them, and
-                    // report a failing file as they would have.
-                    Err(_) => self.no_splice = true,
-                }
-                continue;
+            if self.only_the_log_wants_more() && self.relay_to_log(&pipe).await {
+                break;
             }
             self.buf.clear();
             let n = match read_some(&pipe, &mut self.buf).await {
@@ -309,13 +316,10 @@ impl Drain {
     }
 
     /// Past the capture's cap, with nobody listening for lines, the rest
-    /// of the output only goes to the log file: then it moves from the pipe
-    /// into the file inside the kernel (`splice`), not through the host.
+    /// of the output only goes to the log file: then it moves there through
+    /// a relay, not through the host (see `relay`).
     fn only_the_log_wants_more(&mut self) -> bool {
-        if self.no_splice {
-            return false;
-        }
-        if !lock(self.capture()).is_truncated() {
+        if self.no_relay || !lock(self.capture()).is_truncated() {
             return false;
         }
         match self.lines.as_mut() {
@@ -326,6 +330,43 @@ impl Drain {
             }
             None => true,
         }
+    }
+
+    /// Move the output into the log through a relay: `true` at its end,
+    /// `false` once someone wants lines again (or the relay failed), with
+    /// everything relayed so far in the file.
+    async fn relay_to_log(&mut self, pipe: &pipe::Receiver) -> bool {
+        let relay = self
+            .log
+            .relay_target(self.stream(), self.warnings.clone())
+            .and_then(|target| Relay::start(target).ok());
+        let Some(relay) = relay else {
+            self.no_relay = true;
+            return false;
+        };
+        let ended = loop {
+            if self.lines_wanted() {
+                break false;
+            }
+            match relay.move_some(pipe).await {
+                Ok(0) => break true,
+                Ok(_) => {}
+                // What did not move is still in the program's pipe: reads
+                // take it.
+                Err(_) => {
+                    self.no_relay = true;
+                    break false;
+                }
+            }
+        };
+        if relay.finish().await.is_err() {
+            self.log.failed();
+        }
+        ended
+    }
+
+    fn lines_wanted(&self) -> bool {
+        self.lines.as_ref().is_some_and(|l| (l.sink.wanted)())
     }
 
     fn stream(&self) -> &'static str {
@@ -421,39 +462,6 @@ unsafe fn read_into(
             std::io::ErrorKind::WouldBlock => return Ok(None),
             std::io::ErrorKind::Interrupted => {}
             _ => return Err(e),
-        }
-    }
-}
-
-/// Move what the program has written from the pipe to the file `to`;
-/// 0 at the end of its output.
-async fn splice_some(pipe: &pipe::Receiver, to: RawFd) -> std::io::Result<usize> {
-    loop {
-        let ready = pipe.ready(Interest::READABLE).await?;
-        if ready.is_read_closed() && (ready & Ready::READABLE).is_empty() {
-            return Ok(0);
-        }
-        let moved = pipe.try_io(|| {
-            // SAFETY: splice between two descriptors we own, no offsets.
-            let n = unsafe {
-                libc::splice(
-                    pipe.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    to,
-                    std::ptr::null_mut(),
-                    BIG_CHUNK,
-                    libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
-                )
-            };
-            if n < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        });
-        match moved {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            result => return result,
         }
     }
 }
