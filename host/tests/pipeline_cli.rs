@@ -107,8 +107,13 @@ fn a_killed_run_resumes_rerunning_only_the_unfinished_steps() {
             .iter()
             .filter(|(_, status, _)| status.as_deref() == Some("succeeded"))
             .count();
-        // Killed while the next refinements' programs run.
-        if done >= 2 && !programs_in(&jobs.join("job_1")).is_empty() {
+        // Killed while the next refinements' programs run, one of them
+        // just started: it is still running once the kill has been seen.
+        if done >= 2
+            && programs_in(&jobs.join("job_1"))
+                .into_iter()
+                .any(|pid| running_for(pid).is_some_and(|t| t < Duration::from_millis(300)))
+        {
             break;
         }
         assert!(
@@ -211,4 +216,22 @@ fn a_killed_run_resumes_rerunning_only_the_unfinished_steps() {
         Some(best),
         "{doc:#}"
     );
+}
+
+/// How long process `pid` has been running, from /proc.
+fn running_for(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22, counted after the command's closing parenthesis.
+    let started: u64 = stat.rsplit_once(") ")?.1.split(' ').nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(Duration::from_secs_f64(
+        (uptime - started as f64 / ticks).max(0.0),
+    ))
 }
