@@ -659,6 +659,35 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_the_capture_cap_the_log_keeps_up_while_the_program_pauses() {
+        // Everything the program wrote before a pause is in the log during
+        // the pause, not only once it writes again or ends.
+        // Whether the last output waits on a busy writer is up to timing:
+        // several runs make a lag show.
+        for _ in 0..5 {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut spec = sh(
+                tmp.path(),
+                "seq 1 500000; echo paused; while [ ! -e go ]; do sleep 0.01; done",
+            );
+            spec.capture_limit = 4096;
+            let p = spawn(spec, Gate::default(), Box::new(|_| {}));
+            let log = tmp.path().join("log.txt");
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !std::fs::read(&log).is_ok_and(|l| l.ends_with(b"500000\npaused\n")) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "log.txt lags: {:?} bytes",
+                    std::fs::metadata(&log).map(|m| m.len())
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            std::fs::write(tmp.path().join("go"), b"").unwrap();
+            assert_eq!(p.wait().await, Outcome::Exited(0));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_listener_arriving_past_the_capture_cap_gets_lines_and_the_log_stays_whole() {
         // Past the cap, with nobody listening, the output is relayed into
         // the log; a listener arriving then gets lines again, and the log

@@ -340,7 +340,7 @@ impl Drain {
             .log
             .relay_target(self.stream(), self.warnings.clone())
             .and_then(|target| Relay::start(target).ok());
-        let Some(relay) = relay else {
+        let Some(mut relay) = relay else {
             self.no_relay = true;
             return false;
         };
