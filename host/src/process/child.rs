@@ -69,10 +69,11 @@ pub(super) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     })
 }
 
-/// The read end of a pipe, made non-blocking.
+/// An end of a pipe, made non-blocking.
 pub(super) fn nonblocking(fd: OwnedFd) -> io::Result<OwnedFd> {
-    // The read end of a pipe has no other status flag to keep (O_RDONLY is
-    // the access mode, which F_SETFL leaves alone): one call, not two.
+    // An end of a pipe has no other status flag to keep (O_RDONLY or
+    // O_WRONLY is the access mode, which F_SETFL leaves alone): one call,
+    // not two.
     // SAFETY: F_SETFL on a descriptor we own.
     if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
         return Err(io::Error::last_os_error());

@@ -579,6 +579,21 @@ mod tests {
         }
     }
 
+    /// Assert that the log at `path` holds `seq 1 n`, whole and in order;
+    /// returns that text.
+    fn assert_log_counts_to(path: &std::path::Path, n: u32) -> String {
+        let expected: String = (1..=n).map(|i| format!("{i}\n")).collect();
+        let log = std::fs::read_to_string(path).unwrap();
+        assert!(
+            log == expected,
+            "{}: {} bytes, not {}",
+            path.display(),
+            log.len(),
+            expected.len()
+        );
+        expected
+    }
+
     #[tokio::test]
     async fn a_log_file_appears_with_the_first_output_on_its_stream() {
         let tmp = tempfile::tempdir().unwrap();
@@ -644,14 +659,7 @@ mod tests {
         spec.capture_limit = 4096;
         let p = spawn(spec, Gate::default(), Box::new(|_| {}));
         assert_eq!(p.wait().await, Outcome::Exited(0));
-        let expected: String = (1..=300_000).map(|i| format!("{i}\n")).collect();
-        let log = std::fs::read_to_string(tmp.path().join("log.txt")).unwrap();
-        assert!(
-            log == expected,
-            "log.txt: {} bytes, not {}",
-            log.len(),
-            expected.len()
-        );
+        let expected = assert_log_counts_to(&tmp.path().join("log.txt"), 300_000);
         let captured = p.captured(false);
         assert!(captured.truncated);
         assert!(captured.data.starts_with(&expected.as_bytes()[..4096]));
@@ -717,14 +725,7 @@ mod tests {
         wanted.store(true, std::sync::atomic::Ordering::SeqCst);
         std::fs::write(tmp.path().join("go"), b"").unwrap();
         assert_eq!(p.wait().await, Outcome::Exited(0));
-        let expected: String = (1..=400_000).map(|i| format!("{i}\n")).collect();
-        let log = std::fs::read_to_string(tmp.path().join("log.txt")).unwrap();
-        assert!(
-            log == expected,
-            "log.txt: {} bytes, not {}",
-            log.len(),
-            expected.len()
-        );
+        assert_log_counts_to(&tmp.path().join("log.txt"), 400_000);
         let lines = lock(&lines).clone();
         // The first chunk after the listener came may have been relayed
         // already, and its first line cut: the rest must be there, whole.

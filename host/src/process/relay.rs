@@ -22,7 +22,7 @@
 use super::output::{WarningSink, warn};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use tokio::io::{Interest, Ready};
@@ -233,22 +233,18 @@ fn writer_gone() -> std::io::Error {
 /// A relay pipe: its read end blocking, for the writer thread; its write
 /// end non-blocking, for the runtime.
 fn relay_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills both descriptors on success; each is then owned
-    // once; the fcntls only change flags of descriptors we own.
+    let (read_end, write_end) = super::child::pipe()?;
+    let write_end = super::child::nonblocking(write_end)?;
+    // SAFETY: F_SETPIPE_SZ only resizes the pipe's buffer; failure (above
+    // the system's pipe-max-size) keeps the default.
     unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let (read_end, write_end) = (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]));
-        let flags = libc::fcntl(fds[1], libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fds[1], libc::F_SETFL, flags | libc::O_NONBLOCK) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // Failure (above the system's pipe-max-size) keeps the default.
-        libc::fcntl(fds[1], libc::F_SETPIPE_SZ, RELAY_SIZE as libc::c_int);
-        Ok((read_end, write_end))
+        libc::fcntl(
+            write_end.as_raw_fd(),
+            libc::F_SETPIPE_SZ,
+            RELAY_SIZE as libc::c_int,
+        );
     }
+    Ok((read_end, write_end))
 }
 
 /// Whether the program pipe holds output (or has ended) now.
