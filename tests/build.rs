@@ -15,6 +15,10 @@ fn main() {
                 lib_name: "probe",
             },
             Guest {
+                package: "kiln-test-hostile",
+                lib_name: "hostile",
+            },
+            Guest {
                 package: "kiln-test-wrong-version",
                 lib_name: "wrong_version",
             },

@@ -212,10 +212,11 @@ async fn layer_to_file(exe: &Path, bytes: u64, dir: &Path) -> Result<Duration> {
     let run = dir.join("layer");
     std::fs::create_dir_all(&run)?;
     let log = run.join("log.txt");
+    let held = std::sync::Arc::new(kiln_host::dir_handle::DirHandle::open(&run)?);
     let spec = layer_spec(
         exe,
         vec!["spew".into(), bytes.to_string()],
-        &run,
+        &held,
         "log.txt",
         "log_err.txt",
         None,

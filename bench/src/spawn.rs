@@ -18,8 +18,9 @@ use crate::ccp4i2::Ccp4i2;
 use crate::stats::{Table, median};
 use anyhow::{Context, Result, bail};
 use kiln_confine::{Launcher, Network, Policy, Rlimits, SharedNetns};
+use kiln_host::dir_handle::DirHandle;
 use kiln_host::grants::Grants;
-use kiln_host::process::{Confined, Gate, Outcome, SpawnSpec};
+use kiln_host::process::{CaptureBudget, Confined, Gate, LogFile, Outcome, SpawnSpec, WorkingDir};
 use kiln_host::registry::{ProgramEntry, Registry};
 use kiln_host::{FinishStatus, Host, HostConfig, JobReport, RunRequest, TaskRef};
 use std::collections::BTreeMap;
@@ -352,6 +353,8 @@ impl SpawnBench {
     async fn layer(&self, n: usize, c: usize, confine: Option<Confined>) -> Result<Duration> {
         let dir = self.run_dir();
         std::fs::create_dir_all(&dir)?;
+        // Held, as a job's directory is.
+        let dir = Arc::new(DirHandle::open(&dir)?);
         let next = Arc::new(AtomicUsize::new(0));
         let start = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
@@ -413,21 +416,25 @@ impl SpawnBench {
 pub fn layer_spec(
     program: &Path,
     args: Vec<String>,
-    dir: &Path,
+    dir: &Arc<DirHandle>,
     stdout_log: &str,
     stderr_log: &str,
     confine: Option<Confined>,
 ) -> SpawnSpec {
+    let log = |name: &str| LogFile {
+        dir: dir.clone(),
+        name: name.into(),
+    };
     SpawnSpec {
         program: program.to_path_buf(),
         args,
-        env: vec![("TMPDIR".into(), dir.display().to_string())],
-        cwd: dir.to_path_buf(),
+        env: vec![("TMPDIR".into(), dir.path().display().to_string())],
+        cwd: WorkingDir::Held(dir.clone()),
         stdin: None,
-        stdout_log: dir.join(stdout_log),
-        stderr_log: dir.join(stderr_log),
+        stdout_log: log(stdout_log),
+        stderr_log: log(stderr_log),
         timeout: None,
-        capture_limit: CAPTURE_LIMIT,
+        capture: CaptureBudget::new(CAPTURE_LIMIT),
         grace: KILL_GRACE,
         confine,
         cgroups: None,

@@ -130,12 +130,32 @@ pub(crate) fn ruleset_fd(
     Ok((fd, LandlockApplied { abi, enforcement }))
 }
 
-/// Enforces the policy's ruleset on the calling thread.
-pub(crate) fn restrict(
+/// The policy's ruleset with every granted path opened, ready for
+/// [`restrict`].
+pub(crate) struct Prepared {
+    created: Option<RulesetCreated>,
+    version: u32,
+}
+
+/// Opens the granted paths into the policy's ruleset. This comes before the
+/// process enters a user namespace of its own: from there the kernel no
+/// longer lets it look through another process's `/proc/<pid>/fd`, which is
+/// how the host names the directories it holds open.
+pub(crate) fn prepare(
     policy: &Policy,
     warnings: &mut Vec<String>,
-) -> Result<LandlockApplied, ConfineError> {
+) -> Result<Prepared, ConfineError> {
     let (created, version) = ruleset(policy, warnings)?;
+    Ok(Prepared { created, version })
+}
+
+/// Enforces a prepared ruleset on the calling thread.
+pub(crate) fn restrict(
+    policy: &Policy,
+    prepared: Prepared,
+    warnings: &mut Vec<String>,
+) -> Result<LandlockApplied, ConfineError> {
+    let Prepared { created, version } = prepared;
     let Some(created) = created else {
         return Ok(LandlockApplied {
             abi: 0,

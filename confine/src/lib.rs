@@ -16,16 +16,17 @@
 //! # Helper contract
 //!
 //! ```text
-//! KILN_CONFINE_POLICY=<policy JSON> kiln-confine -- /absolute/program ARGS...
+//! kiln-confine --policy <policy JSON> [--cgroup <dirs>] -- /absolute/program ARGS...
 //! ```
 //!
-//! - The policy travels in the environment variable [`POLICY_ENV`]: it goes
-//!   through `posix_spawn`/`execve` with the arguments, needs no `pre_exec`
-//!   hook to place a descriptor at a fixed number, no writer for a pipe and
-//!   nothing to clean up when the spawn fails. A single environment string is
-//!   limited to 128 KiB ([`command`] checks). The helper builds the program's
-//!   environment from its own minus this variable, so the program never sees
-//!   it.
+//! - The policy travels as the argument after `--policy`, ahead of the
+//!   program's own arguments: only the host that starts the helper writes
+//!   it, and the helper never reads a policy (or anything else of its own)
+//!   from the environment, which a plugin can ask to set. One argument is
+//!   limited to 128 KiB ([`command`] checks). `--cgroup` names the cgroup
+//!   directories (`:`-separated) the helper joins before it confines
+//!   itself. The program's environment is the helper's, less any
+//!   `KILN_CONFINE_*` name.
 //! - `--` is required; the program path must be absolute (it is not looked
 //!   up in `PATH`); the program gets `argv[0]` = that path and the arguments
 //!   verbatim.
@@ -44,8 +45,8 @@
 //! - When `require` is false and something could not be applied, one line
 //!   `kiln-confine: warning: ...` goes to stderr and the program runs.
 //!
-//! Other modes: `kiln-confine --check` applies the policy from the
-//! environment and prints the resulting [`Applied`] as JSON instead of
+//! Other modes: `kiln-confine --check --policy <json>` applies the policy
+//! and prints the resulting [`Applied`] as JSON instead of
 //! running anything ([`check`]); `kiln-confine --hold-netns` is the holder of
 //! a [`SharedNetns`]; `kiln-confine --probe` prints [`probe`] as JSON.
 //!
@@ -96,8 +97,8 @@ pub use launch::clear_handlers_in_clone;
 pub use launch::{Launch, LaunchError, Launched, Launcher, kill, null_terminated, reap};
 pub use netns::{NetworkApplied, SharedNetns, hold_netns};
 pub use policy::{
-    CGROUP_ENV, Network, NsFile, POLICY_ENV, Policy, Rlimits, SharedNetnsRef,
-    system_read_only_paths, system_read_write_paths,
+    Network, NsFile, Policy, Rlimits, SharedNetnsRef, system_read_only_paths,
+    system_read_write_paths,
 };
 pub use probe::{NetnsSupport, Support, landlock_gaps, probe};
 
@@ -114,8 +115,12 @@ pub const EXIT_EXEC_FAILED: i32 = 127;
 /// Start of every line the helper itself writes on stderr.
 pub const STDERR_PREFIX: &str = "kiln-confine: ";
 
-/// Linux's limit on one environment string (`MAX_ARG_STRLEN`), name included.
-const MAX_ENV_STRING: usize = 32 * 4096;
+/// Linux's limit on one argument string (`MAX_ARG_STRLEN`).
+const MAX_ARG_STRING: usize = 32 * 4096;
+
+/// Start of the environment names the helper removes from a program's
+/// environment (the host never passes any: they were once its channel).
+pub const HELPER_ENV_PREFIX: &str = "KILN_CONFINE_";
 
 /// What [`apply`] enforced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,8 +148,9 @@ pub struct Applied {
 /// not touched; see [`cloexec_inherited_fds`].
 pub fn apply(policy: &Policy) -> Result<Applied, ConfineError> {
     let mut warnings = Vec::new();
+    let prepared = filesystem::prepare(policy, &mut warnings)?;
     let network = netns::isolate(&policy.network, policy.require, &mut warnings)?;
-    let landlock = filesystem::restrict(policy, &mut warnings)?;
+    let landlock = filesystem::restrict(policy, prepared, &mut warnings)?;
     let rlimits = rlimit::set_all(&policy.rlimits, policy.require, &mut warnings)?;
     let capabilities_cleared = match caps::clear() {
         Ok(cleared) => cleared,
@@ -192,26 +198,43 @@ pub fn shield_host(host: i32) -> Result<(), ConfineError> {
 }
 
 /// A command that runs `program` confined by `policy` through `helper` (the
-/// `kiln-confine` binary). Its environment is already cleared and holds only
-/// the policy: add the program's variables, arguments, stdio, working
-/// directory and process group, but do not clear the environment again.
-pub fn command(helper: &Path, policy: &Policy, program: &Path) -> Result<Command, ConfineError> {
+/// `kiln-confine` binary), first joining `cgroups` (`:`-separated
+/// directories) if given. Its environment is already cleared: add the
+/// program's variables, arguments, stdio, working directory and process
+/// group, but do not clear the environment again.
+pub fn command(
+    helper: &Path,
+    policy: &Policy,
+    cgroups: Option<&std::ffi::OsStr>,
+    program: &Path,
+) -> Result<Command, ConfineError> {
     if !program.is_absolute() {
         return Err(ConfineError::Policy(format!(
             "program path {} is not absolute",
             program.display()
         )));
     }
+    let json = policy_argument(policy)?;
+    let mut cmd = Command::new(helper);
+    cmd.env_clear().arg("--policy").arg(json);
+    if let Some(dirs) = cgroups {
+        cmd.arg("--cgroup").arg(dirs);
+    }
+    cmd.arg("--").arg(program);
+    Ok(cmd)
+}
+
+/// The policy as the helper's argument, checked against the kernel's limit
+/// on one argument string.
+fn policy_argument(policy: &Policy) -> Result<String, ConfineError> {
     let json = policy.to_json()?;
-    if POLICY_ENV.len() + 1 + json.len() + 1 > MAX_ENV_STRING {
+    if json.len() + 1 > MAX_ARG_STRING {
         return Err(ConfineError::Policy(format!(
-            "policy is {} bytes, over the {MAX_ENV_STRING}-byte limit of one environment string",
+            "policy is {} bytes, over the {MAX_ARG_STRING}-byte limit of one argument",
             json.len()
         )));
     }
-    let mut cmd = Command::new(helper);
-    cmd.env_clear().env(POLICY_ENV, json).arg("--").arg(program);
-    Ok(cmd)
+    Ok(json)
 }
 
 /// Runs `helper --check` with `policy` and returns what it could enforce,
@@ -219,11 +242,12 @@ pub fn command(helper: &Path, policy: &Policy, program: &Path) -> Result<Command
 /// can only estimate (a user namespace, for instance). Blocks for a few
 /// milliseconds; call it once at start.
 pub fn check(helper: &Path, policy: &Policy) -> Result<Applied, ConfineError> {
-    let json = policy.to_json()?;
+    let json = policy_argument(policy)?;
     let out = Command::new(helper)
         .arg("--check")
+        .arg("--policy")
+        .arg(json)
         .env_clear()
-        .env(POLICY_ENV, json)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| ConfineError::Helper(format!("cannot run {}: {e}", helper.display())))?;

@@ -1,11 +1,13 @@
-//! `kiln-confine`: confine this process according to the policy in
-//! `KILN_CONFINE_POLICY`, then exec the program in place. The contract (argv,
-//! environment, exit codes) is documented on the `kiln_confine` crate.
+//! `kiln-confine`: confine this process according to the policy given as
+//! its `--policy` argument, then exec the program in place. The contract
+//! (argv, environment, exit codes) is documented on the `kiln_confine`
+//! crate. Nothing of the helper's own is read from the environment: the
+//! program's requested variables are in it.
 
 #![no_main]
 
 use kiln_confine::{
-    CGROUP_ENV, EXIT_CONFINE_FAILED, EXIT_EXEC_FAILED, POLICY_ENV, Policy, STDERR_PREFIX,
+    EXIT_CONFINE_FAILED, EXIT_EXEC_FAILED, HELPER_ENV_PREFIX, Policy, STDERR_PREFIX,
     null_terminated,
 };
 use std::ffi::{CString, OsString};
@@ -14,8 +16,8 @@ use std::io::{self, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
-const USAGE: &str = "usage: KILN_CONFINE_POLICY=<json> kiln-confine -- /absolute/program [args...]\n   \
-     or: KILN_CONFINE_POLICY=<json> kiln-confine --check\n   \
+const USAGE: &str = "usage: kiln-confine --policy <json> [--cgroup <dirs>] -- /absolute/program [args...]\n   \
+     or: kiln-confine --check --policy <json>\n   \
      or: kiln-confine --hold-netns | --probe";
 
 // Without std's runtime start-up: it would read /proc/self/maps for the
@@ -28,27 +30,42 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
     // before the program runs; `reset_signals` restores the default for it.
     // SAFETY: setting a disposition in a single-threaded process.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    let mut args = std::env::args_os().skip(1);
-    let mode = args.next();
-    let rest: Vec<OsString> = args.collect();
-    match mode.as_ref().map(|m| m.as_bytes()) {
-        Some(b"--") if !rest.is_empty() => run(rest),
-        Some(b"--check") if rest.is_empty() => check(),
-        Some(b"--hold-netns") if rest.is_empty() => match kiln_confine::hold_netns() {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    match bytes.as_slice() {
+        [b"--policy", policy, rest @ ..] => {
+            let (cgroups, rest) = match rest {
+                [b"--cgroup", dirs, rest @ ..] => (Some(OsString::from_vec(dirs.to_vec())), rest),
+                _ => (None, rest),
+            };
+            match rest {
+                [b"--", command @ ..] if !command.is_empty() => run(
+                    policy,
+                    cgroups,
+                    command
+                        .iter()
+                        .map(|c| OsString::from_vec(c.to_vec()))
+                        .collect(),
+                ),
+                _ => fail(USAGE),
+            }
+        }
+        [b"--check", b"--policy", policy] => check(policy),
+        [b"--hold-netns"] => match kiln_confine::hold_netns() {
             Ok(()) => 0,
             Err(e) => fail(e),
         },
-        Some(b"--probe") if rest.is_empty() => print_json(&kiln_confine::probe()),
+        [b"--probe"] => print_json(&kiln_confine::probe()),
         _ => fail(USAGE),
     }
 }
 
 /// Applies the policy and execs; returns only with an exit status on failure.
-fn run(command: Vec<OsString>) -> i32 {
+fn run(policy: &[u8], cgroups: Option<OsString>, command: Vec<OsString>) -> i32 {
     if let Err(e) = kiln_confine::cloexec_inherited_fds() {
         return fail(e);
     }
-    let mut policy = match read_policy() {
+    let mut policy = match read_policy(policy) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
@@ -70,7 +87,7 @@ fn run(command: Vec<OsString>) -> i32 {
     };
     let envp = match cstrings(
         std::env::vars_os()
-            .filter(|(k, _)| k != POLICY_ENV && k != CGROUP_ENV)
+            .filter(|(k, _)| !k.as_bytes().starts_with(HELPER_ENV_PREFIX.as_bytes()))
             .map(|(k, v)| {
                 let mut kv = k;
                 kv.push("=");
@@ -86,7 +103,7 @@ fn run(command: Vec<OsString>) -> i32 {
 
     // Join the job's cgroup first (Landlock would then refuse the write):
     // the program and everything it starts stay findable from here on.
-    if let Some(dirs) = std::env::var_os(CGROUP_ENV) {
+    if let Some(dirs) = cgroups {
         for dir in std::env::split_paths(&dirs) {
             let procs = dir.join("cgroup.procs");
             if let Err(e) = std::fs::write(&procs, "0") {
@@ -140,21 +157,16 @@ fn run(command: Vec<OsString>) -> i32 {
     EXIT_EXEC_FAILED
 }
 
-fn check() -> i32 {
-    match read_policy().and_then(|p| kiln_confine::apply(&p).map_err(|e| e.to_string())) {
+fn check(policy: &[u8]) -> i32 {
+    match read_policy(policy).and_then(|p| kiln_confine::apply(&p).map_err(|e| e.to_string())) {
         Ok(applied) => print_json(&applied),
         Err(e) => fail(e),
     }
 }
 
-fn read_policy() -> Result<Policy, String> {
-    let Some(text) = std::env::var_os(POLICY_ENV) else {
-        return Err(format!("{POLICY_ENV} is not set"));
-    };
-    let text = text
-        .into_string()
-        .map_err(|_| format!("{POLICY_ENV} is not UTF-8"))?;
-    Policy::from_json(&text).map_err(|e| e.to_string())
+fn read_policy(text: &[u8]) -> Result<Policy, String> {
+    let text = std::str::from_utf8(text).map_err(|_| "the policy is not UTF-8".to_string())?;
+    Policy::from_json(text).map_err(|e| e.to_string())
 }
 
 fn cstrings(items: impl Iterator<Item = OsString>) -> Result<Vec<CString>, String> {

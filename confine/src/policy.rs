@@ -4,16 +4,6 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Name of the environment variable through which the host passes the policy
-/// (as JSON) to `kiln-confine`. The helper removes it before exec.
-pub const POLICY_ENV: &str = "KILN_CONFINE_POLICY";
-
-/// Optional: cgroup directories (`:`-separated, v2 and v1 alike) the helper
-/// moves itself into before it confines itself and execs, so the program
-/// and all it starts belong to them.
-/// Removed from the program's environment like the policy.
-pub const CGROUP_ENV: &str = "KILN_CONFINE_CGROUP";
-
 /// What a confined program may do.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,12 +39,12 @@ impl Policy {
         }
     }
 
-    /// The policy as the value of [`POLICY_ENV`].
+    /// The policy as the helper's `--policy` argument.
     pub fn to_json(&self) -> Result<String, crate::ConfineError> {
         serde_json::to_string(self).map_err(|e| crate::ConfineError::Policy(e.to_string()))
     }
 
-    /// Parses the value of [`POLICY_ENV`].
+    /// Parses the helper's `--policy` argument.
     pub fn from_json(text: &str) -> Result<Policy, crate::ConfineError> {
         serde_json::from_str(text).map_err(|e| crate::ConfineError::Policy(e.to_string()))
     }

@@ -1,5 +1,6 @@
 //! The shield: a seccomp filter that keeps the programs Kiln starts from
-//! signalling the host or changing its rlimits.
+//! signalling the host, changing its rlimits, or reaching the host's UNIX
+//! sockets.
 //!
 //! Landlock's signal scoping (ABI 6) already keeps a confined program from
 //! signalling processes outside its domain, the host included; it does not
@@ -25,6 +26,19 @@
 //!
 //! Signals aimed at another thread of the host by its thread id are left
 //! to Landlock's scoping: the filter knows only the process id.
+//!
+//! UNIX sockets: Landlock before ABI 9 does not govern `connect(2)` or
+//! `sendto(2)` to a pathname socket (ABI 6 scopes only abstract ones), and
+//! the empty network namespace does not hold them, so a program could reach
+//! docker.sock, D-Bus or an ssh-agent outside every grant. The filter
+//! refuses `socket(AF_UNIX, ...)` with EPERM, and `socketpair(AF_UNIX, ...)`
+//! except of `SOCK_STREAM` (a connected stream pair reaches no one else; a
+//! datagram one can still `sendto` any path). `io_uring_setup` gets ENOSYS,
+//! since io_uring opens sockets without a system call the filter sees;
+//! programs fall back to ordinary calls. On i386, `socketcall`'s
+//! `SYS_SOCKET` and `SYS_SOCKETPAIR` are refused whatever the family (their
+//! arguments sit behind a pointer). A program loses nothing it should have:
+//! glibc falls back from nscd to files, and syslog to nothing.
 //!
 //! Where it is installed: the helper installs it before it execs the
 //! program; a [`crate::Launcher`] installs it once on each thread that
@@ -80,6 +94,14 @@ const fn arg_high(i: u32) -> u32 {
     arg_low(i) + 4
 }
 
+const AF_UNIX: u32 = libc::AF_UNIX as u32;
+const SOCK_STREAM: u32 = libc::SOCK_STREAM as u32;
+/// The bits of a socket type that are the type (the rest are flags).
+const SOCK_TYPE_MASK: u32 = 0xf;
+/// `socketcall` calls that create sockets.
+const SYS_SOCKET: u32 = 1;
+const SYS_SOCKETPAIR: u32 = 8;
+
 const RET_ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
 const RET_EPERM: u32 = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
 const RET_ENOSYS: u32 = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
@@ -97,6 +119,11 @@ struct Numbers {
     fcntl: &'static [u32],
     ioctl: u32,
     prlimit64: u32,
+    socket: u32,
+    socketpair: u32,
+    io_uring_setup: u32,
+    /// The multiplexed socket call of i386.
+    socketcall: Option<u32>,
 }
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -114,6 +141,10 @@ const NATIVE: Numbers = Numbers {
     fcntl: &[libc::SYS_fcntl as u32],
     ioctl: libc::SYS_ioctl as u32,
     prlimit64: libc::SYS_prlimit64 as u32,
+    socket: libc::SYS_socket as u32,
+    socketpair: libc::SYS_socketpair as u32,
+    io_uring_setup: libc::SYS_io_uring_setup as u32,
+    socketcall: None,
 };
 
 /// 32-bit programs on an x86_64 kernel (`int $0x80` from any program, too).
@@ -129,6 +160,10 @@ const I386: Numbers = Numbers {
     fcntl: &[55, 221],
     ioctl: 54,
     prlimit64: 340,
+    socket: 359,
+    socketpair: 360,
+    io_uring_setup: 425,
+    socketcall: Some(102),
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -152,6 +187,8 @@ enum Insn {
     JumpEq(u32, usize),
     /// if A >= k goto label (else next).
     JumpGe(u32, usize),
+    /// A &= k.
+    And(u32),
     Ret(u32),
 }
 
@@ -174,8 +211,9 @@ impl Asm {
         const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
         const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
         const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+        const AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
         let bad = |why: &str| ConfineError::Unavailable {
-            what: "the signal shield",
+            what: "the shield",
             why: why.to_string(),
         };
         let mut out = Vec::with_capacity(self.code.len());
@@ -197,6 +235,7 @@ impl Asm {
                 Insn::Load(k) => bpf(LD_W_ABS, 0, 0, k),
                 Insn::JumpEq(k, l) => bpf(JEQ_K, jump(l)?, 0, k),
                 Insn::JumpGe(k, l) => bpf(JGE_K, jump(l)?, 0, k),
+                Insn::And(k) => bpf(AND_K, 0, 0, k),
                 Insn::Ret(k) => bpf(RET_K, 0, 0, k),
             });
         }
@@ -227,6 +266,10 @@ pub(crate) fn program(host_pid: i32) -> Result<Vec<libc::sock_filter>, ConfineEr
     let ioctl_args = a.label();
     let prlimit_args = a.label();
     let prlimit_high = a.label();
+    let socket_args = a.label();
+    let socketpair_args = a.label();
+    let socketcall_args = a.label();
+    let pair_type = a.label();
     let allow = a.label();
     let tables: Vec<(&Numbers, usize)> = std::iter::once(&NATIVE)
         .chain(COMPAT.iter())
@@ -255,8 +298,35 @@ pub(crate) fn program(host_pid: i32) -> Result<Vec<libc::sock_filter>, ConfineEr
         }
         a.emit(JumpEq(n.ioctl, ioctl_args));
         a.emit(JumpEq(n.prlimit64, prlimit_args));
+        a.emit(JumpEq(n.socket, socket_args));
+        a.emit(JumpEq(n.socketpair, socketpair_args));
+        a.emit(JumpEq(n.io_uring_setup, enosys));
+        if let Some(nr) = n.socketcall {
+            a.emit(JumpEq(nr, socketcall_args));
+        }
         a.emit(Ret(RET_ALLOW));
     }
+
+    a.here(socket_args);
+    a.emit(Load(arg_low(0)));
+    a.emit(JumpEq(AF_UNIX, deny));
+    a.emit(Ret(RET_ALLOW));
+
+    a.here(socketpair_args);
+    a.emit(Load(arg_low(0)));
+    a.emit(JumpEq(AF_UNIX, pair_type));
+    a.emit(Ret(RET_ALLOW));
+    a.here(pair_type);
+    a.emit(Load(arg_low(1)));
+    a.emit(And(SOCK_TYPE_MASK));
+    a.emit(JumpEq(SOCK_STREAM, allow));
+    a.emit(Ret(RET_EPERM));
+
+    a.here(socketcall_args);
+    a.emit(Load(arg_low(0)));
+    a.emit(JumpEq(SYS_SOCKET, deny));
+    a.emit(JumpEq(SYS_SOCKETPAIR, deny));
+    a.emit(Ret(RET_ALLOW));
 
     // kill(-1) signals every process the caller may signal, the host too.
     a.here(kill_args);
@@ -319,7 +389,7 @@ pub(crate) fn program(host_pid: i32) -> Result<Vec<libc::sock_filter>, ConfineEr
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 pub(crate) fn program(_host_pid: i32) -> Result<Vec<libc::sock_filter>, ConfineError> {
     Err(ConfineError::Unavailable {
-        what: "the signal shield",
+        what: "the shield",
         why: "it is only built for x86_64 and aarch64".into(),
     })
 }
@@ -330,7 +400,7 @@ pub(crate) fn shield(host_pid: i32) -> Result<(), ConfineError> {
     const PR_SET_SECCOMP: libc::c_int = 22;
     let filter = program(host_pid)?;
     let len = u16::try_from(filter.len()).map_err(|_| ConfineError::Unavailable {
-        what: "the signal shield",
+        what: "the shield",
         why: "the filter is too long".into(),
     })?;
     let prog = libc::sock_fprog {
@@ -350,7 +420,7 @@ pub(crate) fn shield(host_pid: i32) -> Result<(), ConfineError> {
     };
     if r != 0 {
         return Err(ConfineError::Unavailable {
-            what: "the signal shield",
+            what: "the shield",
             why: format!("seccomp: {}", io::Error::last_os_error()),
         });
     }
@@ -364,7 +434,7 @@ mod tests {
     #[test]
     fn program_resolves_and_ends_in_returns() {
         let p = program(1234).unwrap();
-        assert!(p.len() < 100, "{}", p.len());
+        assert!(p.len() < 200, "{}", p.len());
         let ret = (libc::BPF_RET | libc::BPF_K) as u16;
         assert_eq!(p.last().map(|i| i.code), Some(ret));
     }

@@ -21,7 +21,7 @@ const STARTS: usize = 200;
 const TRUE: &str = "/bin/true";
 
 fn through(helper: &Path, policy: &Policy) -> Command {
-    kiln_confine::command(helper, policy, Path::new(TRUE)).unwrap()
+    kiln_confine::command(helper, policy, None, Path::new(TRUE)).unwrap()
 }
 
 fn quiet(mut cmd: Command) -> Command {

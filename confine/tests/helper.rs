@@ -7,8 +7,7 @@ mod common;
 use common::{HELPER, Run, accepted, connect_script, finish, unique};
 use kiln_confine::{
     EXIT_CONFINE_FAILED, EXIT_EXEC_FAILED, Enforcement, NetnsSupport, Network, NetworkApplied,
-    POLICY_ENV, Policy, STDERR_PREFIX, SharedNetns, system_read_only_paths,
-    system_read_write_paths,
+    Policy, STDERR_PREFIX, SharedNetns, system_read_only_paths, system_read_write_paths,
 };
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -25,7 +24,8 @@ fn policy(read_write: &Path) -> Policy {
 }
 
 fn confined(policy: &Policy, program: &str, args: &[&str]) -> Command {
-    let mut cmd = kiln_confine::command(Path::new(HELPER), policy, Path::new(program)).unwrap();
+    let mut cmd =
+        kiln_confine::command(Path::new(HELPER), policy, None, Path::new(program)).unwrap();
     cmd.args(args).env("PATH", "/usr/bin:/bin");
     cmd
 }
@@ -141,6 +141,25 @@ fn denied_network_cannot_reach_a_local_listener() {
 }
 
 #[test]
+fn a_directory_granted_by_the_callers_descriptor_is_writable() {
+    // The host grants the directories it holds open as
+    // /proc/<host pid>/fd/<n>; the helper must still resolve them once it is
+    // in a user namespace of its own (as it is when not run by root).
+    let rw = tempfile::tempdir().unwrap();
+    let held = std::fs::File::open(rw.path()).unwrap();
+    let by_fd = format!("/proc/{}/fd/{}", std::process::id(), held.as_raw_fd());
+    let p = policy(Path::new(&by_fd));
+    let mut cmd = confined(&p, "/bin/sh", &["-c", "echo kept > written"]);
+    cmd.current_dir(rw.path());
+    let r = wait(cmd);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(rw.path().join("written")).unwrap(),
+        "kept\n"
+    );
+}
+
+#[test]
 fn shared_namespace_is_joined_and_verified() {
     let rw = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -164,8 +183,14 @@ fn shared_namespace_is_joined_and_verified() {
     );
     // A stale reference is never joined: the helper falls back to a private
     // namespace and says so.
+    // Without root the private namespace needs a user namespace of its own.
+    let private = if unsafe { libc::geteuid() } == 0 {
+        NetworkApplied::NewNamespace
+    } else {
+        NetworkApplied::NewUserNamespace
+    };
     let applied = kiln_confine::check(Path::new(HELPER), &p).unwrap();
-    assert_eq!(applied.network, NetworkApplied::NewNamespace);
+    assert_eq!(applied.network, private);
     assert_eq!(applied.warnings.len(), 1, "{:?}", applied.warnings);
 }
 
@@ -295,7 +320,7 @@ fn policy_variable_is_not_visible_to_the_program() {
     cmd.env("KILN_TEST_VISIBLE", "yes");
     let r = wait(cmd);
     assert!(r.status.success(), "{}", r.stderr);
-    assert!(!r.stdout.contains(POLICY_ENV), "{}", r.stdout);
+    assert!(!r.stdout.contains("KILN_CONFINE"), "{}", r.stdout);
     let mut vars: Vec<&str> = r.stdout.lines().collect();
     vars.sort();
     assert_eq!(vars, ["KILN_TEST_VISIBLE=yes", "PATH=/usr/bin:/bin"]);
@@ -397,8 +422,7 @@ fn exit_codes_say_who_failed() {
 
     let mut raw = Command::new(HELPER);
     raw.env_clear()
-        .env(POLICY_ENV, "{\"network\":\"denied\"}")
-        .args(["--", "/bin/true"]);
+        .args(["--policy", "{\"network\":\"denied\"}", "--", "/bin/true"]);
     let r = wait(raw);
     assert_eq!(r.status.code(), Some(EXIT_CONFINE_FAILED));
     assert!(
@@ -409,21 +433,51 @@ fn exit_codes_say_who_failed() {
 
     let mut raw = Command::new(HELPER);
     raw.env_clear()
-        .env(POLICY_ENV, p.to_json().unwrap())
+        .arg("--policy")
+        .arg(p.to_json().unwrap())
         .args(["--", "true"]);
     let r = wait(raw);
     assert_eq!(r.status.code(), Some(EXIT_CONFINE_FAILED));
     assert!(r.stderr.contains("not absolute"), "{}", r.stderr);
 
+    // Without `--policy` nothing runs, whatever the environment holds.
     let mut raw = Command::new(HELPER);
-    raw.env_clear().args(["--", "/bin/true"]);
+    raw.env_clear()
+        .env("KILN_CONFINE_POLICY", p.to_json().unwrap())
+        .args(["--", "/bin/true"]);
     let r = wait(raw);
     assert_eq!(r.status.code(), Some(EXIT_CONFINE_FAILED));
     assert!(
-        r.stderr.contains("KILN_CONFINE_POLICY is not set"),
+        r.stderr.contains("usage: kiln-confine --policy"),
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn a_policy_or_cgroup_set_in_the_environment_is_ignored() {
+    let granted = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let p = policy(granted.path());
+    let mut wide = Policy::system();
+    wide.read_write.push("/".into());
+    wide.require = false;
+    let target = other.path().join("written");
+    let script = format!("echo x > {}", target.display());
+    let mut cmd = confined(&p, "/bin/sh", &["-c", &script]);
+    cmd.env("KILN_CONFINE_POLICY", wide.to_json().unwrap())
+        .env("KILN_CONFINE_CGROUP", other.path());
+    let r = wait(cmd);
+    assert!(!r.status.success(), "the program wrote outside its policy");
+    assert!(!target.exists());
+    assert!(r.stderr.contains("Permission denied"), "{}", r.stderr);
+    // And neither name reaches the program.
+    let mut cmd = confined(&p, "/usr/bin/env", &[]);
+    cmd.env("KILN_CONFINE_POLICY", "x")
+        .env("KILN_CONFINE_CGROUP", "y");
+    let r = wait(cmd);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert!(!r.stdout.contains("KILN_CONFINE"), "{}", r.stdout);
 }
 
 #[test]
@@ -468,8 +522,9 @@ fn unprivileged_user_gets_a_user_namespace() {
     let mut check = Command::new(HELPER);
     check
         .arg("--check")
+        .arg("--policy")
+        .arg(p.to_json().unwrap())
         .env_clear()
-        .env(POLICY_ENV, p.to_json().unwrap())
         .uid(nobody)
         .gid(nobody);
     let r = wait(check);
@@ -520,8 +575,9 @@ fn unprivileged_user_gets_a_user_namespace() {
     let mut check = Command::new(HELPER);
     check
         .arg("--check")
+        .arg("--policy")
+        .arg(p.to_json().unwrap())
         .env_clear()
-        .env(POLICY_ENV, p.to_json().unwrap())
         .uid(nobody)
         .gid(nobody);
     let r = wait(check);

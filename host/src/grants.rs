@@ -23,7 +23,11 @@
 //! processes = 8                      # programs running at once per pipeline (more queue)
 //! sub_jobs = 4                       # sub-jobs a pipeline job runs at once (more queue)
 //! signals = 10000                    # a sub-job's signals its pipeline has not read yet
-//! output_bytes = 16777216            # captured output a plugin can read back
+//! output_bytes = 16777216            # captured output of a job's programs its plugin holds at once
+//! log_bytes = 16777216               # kiln.log of a job
+//! disk_bytes = 17179869184           # a top-level job's directory, sub-jobs' included
+//! tree_jobs = 1000                   # jobs in one job tree (a top-level job and all below it)
+//! tree_depth = 16                    # how deep sub-jobs may nest
 //! program_cpu_seconds = 3600         # rlimits of native programs (optional)
 //! program_file_size_bytes = 1073741824
 //! program_open_files = 1024
@@ -58,9 +62,22 @@ pub struct Limits {
     /// Signals (progress and custom) a sub-job may have emitted that its
     /// pipeline has not read yet; one more is refused with `limit`.
     pub signals: u32,
-    /// Captured stdout/stderr a plugin can read back per program, bytes; the
-    /// log files hold everything regardless.
+    /// Captured stdout/stderr of a job's programs that its plugin can read
+    /// back, bytes, all its programs' together (released as it drops their
+    /// handles); the log files hold everything regardless.
     pub output_bytes: u64,
+    /// Bytes of the job's `kiln.log`; later messages are not kept there.
+    pub log_bytes: u64,
+    /// Bytes a top-level job's directory may hold, its sub-jobs' included,
+    /// whoever writes them (the plugin through WASI, its programs, the
+    /// host's logs); past it the job fails. Also each program's largest
+    /// file unless `program_file_size_bytes` is lower.
+    pub disk_bytes: u64,
+    /// Jobs one job tree (a top-level job and every sub-job below it) may
+    /// hold at once; one more sub-job is refused with `limit`.
+    pub tree_jobs: u32,
+    /// How deep sub-jobs may nest below a top-level job.
+    pub tree_depth: u32,
     /// CPU seconds a native program may use (RLIMIT_CPU).
     pub program_cpu_seconds: Option<u64>,
     /// Largest file a native program may write, bytes (RLIMIT_FSIZE).
@@ -84,6 +101,10 @@ impl Default for Limits {
             sub_jobs: 4,
             signals: 10_000,
             output_bytes: 16 << 20,
+            log_bytes: 16 << 20,
+            disk_bytes: 16 << 30,
+            tree_jobs: 1000,
+            tree_depth: 16,
             program_cpu_seconds: None,
             program_file_size_bytes: None,
             program_open_files: None,
@@ -110,6 +131,10 @@ impl Limits {
             sub_jobs: self.sub_jobs.min(other.sub_jobs),
             signals: self.signals.min(other.signals),
             output_bytes: self.output_bytes.min(other.output_bytes),
+            log_bytes: self.log_bytes.min(other.log_bytes),
+            disk_bytes: self.disk_bytes.min(other.disk_bytes),
+            tree_jobs: self.tree_jobs.min(other.tree_jobs),
+            tree_depth: self.tree_depth.min(other.tree_depth),
             program_cpu_seconds: min_opt(self.program_cpu_seconds, other.program_cpu_seconds),
             program_file_size_bytes: min_opt(
                 self.program_file_size_bytes,
@@ -328,7 +353,73 @@ impl Grants {
     }
 }
 
+/// Environment names whose value makes a program load or run code it was
+/// not given (a shell's start-up file, an interpreter's start-up script or
+/// options, a module search path): a grant of one is a grant to run code.
+/// Only a grants manifest can grant them; without one no name is granted.
+pub const CODE_RUNNING_ENV: &[&str] = &[
+    "BASH_ENV",
+    "ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "IFS",
+    "PYTHONSTARTUP",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONINSPECT",
+    "PYTHONWARNINGS",
+    "PERL5OPT",
+    "PERL5LIB",
+    "PERLLIB",
+    "PERL5DB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "CLASSPATH",
+    "TCLLIBPATH",
+    "LUA_INIT",
+    "LUA_PATH",
+    "LUA_CPATH",
+    "GCONV_PATH",
+    "HOSTALIASES",
+    "LOCPATH",
+    "NLSPATH",
+    "MALLOC_TRACE",
+    "GIT_SSH_COMMAND",
+    "PAGER",
+    "EDITOR",
+    "VISUAL",
+];
+
+/// Why the environment variable `name` can never be passed to a program,
+/// whatever is granted: the dynamic loader's (`LD_*`) and Kiln's own
+/// (`KILN_*`, the confinement helper's channel among them).
+pub fn env_never_passed(name: &str) -> Option<String> {
+    if name.starts_with("LD_") {
+        return Some(format!(
+            "environment variable `{name}` is never passed to programs"
+        ));
+    }
+    if name.starts_with("KILN_") {
+        return Some(format!(
+            "environment variable `{name}` is Kiln's own and is never passed to programs"
+        ));
+    }
+    None
+}
+
 fn denial_message(cap: Capability, name: &str) -> String {
+    if cap == Capability::Env && CODE_RUNNING_ENV.contains(&name) {
+        return format!(
+            "environment variable `{name}` makes a program run code it was not given, and is not granted: only a grants manifest can allow it, by adding \"{name}\" to `env`"
+        );
+    }
     format!(
         "{} `{name}` is not granted: add \"{name}\" to `{}` in the grants manifest",
         cap.noun(),

@@ -3,9 +3,11 @@
 
 use crate::axes::SimulatedStage;
 use crate::catalog::{Catalog, CatalogError, TaskInfo, TaskRef};
+use crate::dir_handle::DirHandle;
 use crate::engine::{LoadError, PluginEngine};
 use crate::events::{Event, EventBus, EventKind};
 use crate::grants::Grants;
+use crate::job::store::JobStore;
 use crate::job::{self, FinishStatus, Job, JobResult, JobState};
 use crate::process::Confinement;
 use crate::registry::Registry;
@@ -82,19 +84,76 @@ pub(crate) struct HostShared {
     pub cgroups: Option<crate::process::cgroup::CgroupRoot>,
     pub events: EventBus,
     pub jobs_dir: PathBuf,
-    /// Succeeded jobs by fingerprint, kept even when resuming is off, so
-    /// that a later run can reuse what a `--fresh` one did.
-    pub finished: crate::job::resume::FinishedIndex,
+    /// The jobs directory, held, with the host's own records in it; made
+    /// with the first job.
+    jobs: std::sync::OnceLock<Arc<JobsState>>,
     /// Reuse finished steps ([`HostConfig::resume`]).
     pub resume: bool,
-    /// The job directories this host started, for the next host to
-    /// reconcile should this one die.
-    pub started_jobs: crate::job::reconcile::StartedJobs,
     /// Cancelling this cancels every job.
     pub shutdown: CancellationToken,
 }
 
+/// The jobs directory, held, and what the host keeps in it.
+pub(crate) struct JobsState {
+    pub root: DirHandle,
+    /// The records of truth (`.kiln/`), where no plugin can write.
+    pub store: Arc<JobStore>,
+    /// Succeeded jobs by fingerprint, kept even when resuming is off, so
+    /// that a later run can reuse what a `--fresh` one did.
+    pub finished: crate::job::resume::FinishedIndex,
+    /// The jobs this host started, for the next host to reconcile should
+    /// this one die.
+    pub started: crate::job::reconcile::StartedJobs,
+}
+
+impl JobsState {
+    fn open(jobs_dir: &std::path::Path) -> Result<JobsState, job::JobDirError> {
+        let root = job::open_jobs_dir(jobs_dir)?;
+        let store = Arc::new(JobStore::open(&root).map_err(|source| job::JobDirError {
+            parent: jobs_dir.display().to_string(),
+            source,
+        })?);
+        Ok(JobsState {
+            finished: crate::job::resume::FinishedIndex::new(store.clone()),
+            started: crate::job::reconcile::StartedJobs::new(&store),
+            store,
+            root,
+        })
+    }
+}
+
 impl HostShared {
+    /// The jobs directory and the host's records, opened (and made) on
+    /// first use.
+    pub(crate) fn jobs(&self) -> Result<&Arc<JobsState>, job::JobDirError> {
+        if let Some(j) = self.jobs.get() {
+            return Ok(j);
+        }
+        let opened = Arc::new(JobsState::open(&self.jobs_dir)?);
+        Ok(self.jobs.get_or_init(|| opened))
+    }
+
+    /// Report trouble with a job that is not its own failure: in its
+    /// `kiln.log` when that can be written, and as a `log` event.
+    pub(crate) fn warn(&self, job: &Job, message: String) {
+        if let Err(e) = job.log_line("warn", &message) {
+            self.publish(
+                job,
+                EventKind::Log {
+                    level: "warn".into(),
+                    message: format!("cannot write kiln.log: {e}"),
+                },
+            );
+        }
+        self.publish(
+            job,
+            EventKind::Log {
+                level: "warn".into(),
+                message,
+            },
+        );
+    }
+
     pub(crate) fn publish(&self, job: &Job, kind: EventKind) {
         self.events.publish(Event {
             job_id: job.id.clone(),
@@ -135,24 +194,52 @@ pub enum RunError {
     Invalid(Vec<kiln_container::Report>),
     #[error(transparent)]
     JobDir(#[from] job::JobDirError),
+    #[error(
+        "write_dirs `{dir}` {relation} the jobs directory {jobs}: programs could rewrite other jobs' files and Kiln's own records; grant another directory"
+    )]
+    WritesJobsDir {
+        dir: String,
+        relation: &'static str,
+        jobs: String,
+    },
+}
+
+/// Why a host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostStartError {
+    #[error(transparent)]
+    Engine(#[from] LoadError),
+    #[error(transparent)]
+    JobsDir(#[from] job::JobDirError),
 }
 
 fn invalid_text(reports: &[kiln_container::Report]) -> String {
     let mut text = String::from("the parameters are not valid; nothing was run:");
-    for r in reports {
-        text.push_str(&format!("\n  {}: {} (code {})", r.path, r.message, r.code));
+    for line in report_lines(reports) {
+        text.push_str("\n  ");
+        text.push_str(&line);
     }
     text
 }
 
-/// The errors (not warnings) of a container's validation, files included.
+/// The errors (not warnings) of a container's validation, files included:
+/// a file exists when `exists` says so.
 pub(crate) fn validation_errors(
     container: &kiln_container::Container,
+    exists: &dyn Fn(&str) -> bool,
 ) -> Vec<kiln_container::Report> {
     container
-        .validate_files(&|f| std::path::Path::new(&f.path).exists())
+        .validate_files(&|f| exists(&f.path))
         .into_iter()
         .filter(|r| r.severity.is_error())
+        .collect()
+}
+
+/// The invalid-parameter report of a container's errors, one line each.
+pub(crate) fn report_lines(reports: &[kiln_container::Report]) -> Vec<String> {
+    reports
+        .iter()
+        .map(|r| format!("{}: {} (code {})", r.path, r.message, r.code))
         .collect()
 }
 
@@ -205,18 +292,43 @@ impl JobReport {
     }
 }
 
-/// The directory a command-line path lies in, absolute and canonical where
-/// it exists.
-fn absolute_parent(path: &str) -> Option<String> {
+/// A command-line path made absolute and canonical: the file itself where
+/// it exists (the user's links are resolved once, here: below a granted
+/// directory the host follows none), else its directory.
+fn canonical_path(path: &str) -> Option<PathBuf> {
     let p = std::path::Path::new(path);
     let abs = if p.is_absolute() {
         p.to_path_buf()
     } else {
         std::env::current_dir().ok()?.join(p)
     };
+    if let Ok(real) = std::fs::canonicalize(&abs) {
+        return Some(real);
+    }
     let parent = abs.parent()?;
     let parent = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
-    Some(parent.display().to_string())
+    Some(parent.join(abs.file_name()?))
+}
+
+/// Refuse grants that would let programs write the jobs directory (other
+/// jobs' directories, and the host's own records in `.kiln/`).
+fn refuse_writes_to(grants: &Grants, jobs: &std::path::Path) -> Result<(), RunError> {
+    for dir in &grants.write_dirs {
+        let real = canonical_path(dir).unwrap_or_else(|| PathBuf::from(dir));
+        let relation = if jobs.starts_with(&real) {
+            "contains"
+        } else if real.starts_with(jobs) {
+            "lies inside"
+        } else {
+            continue;
+        };
+        return Err(RunError::WritesJobsDir {
+            dir: dir.clone(),
+            relation,
+            jobs: jobs.display().to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Kiln's host. Cheap to clone; every clone serves the same jobs.
@@ -228,15 +340,27 @@ pub struct Host {
 impl Host {
     /// Build a host with the standard tasks in its catalog. Must be called
     /// within a tokio runtime.
-    pub fn new(config: HostConfig) -> Result<Host, LoadError> {
+    pub fn new(config: HostConfig) -> Result<Host, HostStartError> {
         crate::process::close_inherited_fds_on_exec();
+        // Every job holds its directory open while it exists.
+        crate::process::raise_open_file_limit();
         let engine = PluginEngine::new(config.cache_dir)?;
         let catalog = Catalog::new(engine.clone());
-        for dir in crate::job::reconcile::reconcile(&config.jobs_dir) {
-            eprintln!(
-                "kiln: job in {} was running when its host died; it is now marked interrupted",
-                dir.display()
-            );
+        // A jobs directory that exists may hold jobs of a host that died.
+        let jobs = std::sync::OnceLock::new();
+        if config.jobs_dir.is_dir() {
+            let state = JobsState::open(&config.jobs_dir)?;
+            let (marked, failed) = crate::job::reconcile::reconcile(&state.store, &state.root);
+            for dir in marked {
+                eprintln!(
+                    "kiln: job in {} was running when its host died; it is now marked interrupted",
+                    dir.display()
+                );
+            }
+            for message in failed {
+                eprintln!("kiln: {message}");
+            }
+            let _ = jobs.set(Arc::new(state));
         }
         for (name, bytes) in crate::standard::STANDARD_TASKS {
             catalog.add_embedded(name, bytes);
@@ -257,9 +381,8 @@ impl Host {
                     config.max_running_processes.max(1),
                 )),
                 events: EventBus::default(),
-                finished: crate::job::resume::FinishedIndex::new(&config.jobs_dir),
                 resume: config.resume,
-                started_jobs: crate::job::reconcile::StartedJobs::new(&config.jobs_dir),
+                jobs,
                 jobs_dir: config.jobs_dir,
                 shutdown: CancellationToken::new(),
             }),
@@ -307,12 +430,14 @@ impl Host {
                 g.limits = m.limits.clone();
                 g
             }
-            // No manifest: what the tasks request, except directories and
-            // the network, which only a manifest grants.
+            // No manifest: what the tasks request, except directories, the
+            // network and environment names, which only a manifest grants
+            // (an environment variable can make a program run other code).
             None => {
                 let mut g = requested.clone();
                 g.read_dirs.clear();
                 g.write_dirs.clear();
+                g.env.clear();
                 g.network = false;
                 g
             }
@@ -329,6 +454,7 @@ impl Host {
             .effective_grants(&task, request.grants.as_ref())
             .await?;
         let mut container = task.new_container();
+        let mut deliveries = Vec::new();
         for (name, value) in &request.params {
             let param_err = |detail: String| RunError::Param {
                 name: name.clone(),
@@ -337,25 +463,101 @@ impl Host {
             let path = container
                 .set_from_str(name, value)
                 .map_err(|e| param_err(e.to_string()))?;
-            // Naming a file on the command line grants its directory: read
-            // for inputs, read-write for outputs.
-            if let Ok(Some(kiln_container::Value::File(f))) = container.get(&path) {
-                let dir = absolute_parent(&f.path).ok_or_else(|| {
+            // Naming an input file on the command line grants its directory
+            // to read. An output is written in the job's own directory and
+            // copied where asked when the job succeeds (see job::delivery):
+            // its directory is never granted to programs.
+            if let Ok(Some(kiln_container::Value::File(mut f))) = container.get(&path) {
+                let real = canonical_path(&f.path).ok_or_else(|| {
                     param_err(format!("cannot find the directory of `{}`", f.path))
                 })?;
+                let parent = real
+                    .parent()
+                    .ok_or_else(|| param_err(format!("`{}` names no file", f.path)))?;
                 if path.starts_with("outputData") {
-                    grants.write_dirs.insert(dir);
+                    if !parent.is_dir() {
+                        return Err(param_err(format!(
+                            "the directory {} of `{}` does not exist; create it first",
+                            parent.display(),
+                            f.path
+                        )));
+                    }
+                    deliveries.push(job::Delivery {
+                        item: path.clone(),
+                        to: real.clone(),
+                    });
                 } else {
-                    grants.read_dirs.insert(dir);
+                    grants.read_dirs.insert(parent.display().to_string());
                 }
+                f.path = real.display().to_string();
+                container
+                    .set(&path, kiln_container::Value::File(f))
+                    .map_err(|e| param_err(e.to_string()))?;
             }
         }
-        let errors = validation_errors(&container);
+        let errors = validation_errors(&container, &|p| std::path::Path::new(p).exists());
         if !errors.is_empty() {
             return Err(RunError::Invalid(errors));
         }
-        let (n, dir) = job::allocate_top_level(&self.shared.jobs_dir)?;
-        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        let jobs = self.shared.jobs()?;
+        refuse_writes_to(&grants, jobs.root.path())?;
+        for d in &deliveries {
+            if d.to.starts_with(jobs.root.path()) {
+                return Err(RunError::Param {
+                    name: d.item.clone(),
+                    detail: format!(
+                        "`{}` lies inside the jobs directory {}, whose files are Kiln's; write outputs elsewhere",
+                        d.to.display(),
+                        jobs.root.path().display()
+                    ),
+                });
+            }
+        }
+        let (n, dir) = job::allocate_top_level(&jobs.root)?;
+        // The programs write each output in the job's `outputs/`, by the
+        // name asked for (the item's name first where two share one).
+        let staging = if deliveries.is_empty() {
+            None
+        } else {
+            Some(
+                dir.create_dir(job::STAGING_DIR)
+                    .map_err(|source| job::JobDirError {
+                        parent: dir.path().display().to_string(),
+                        source,
+                    })?,
+            )
+        };
+        let mut staged_names = std::collections::HashSet::new();
+        for d in &deliveries {
+            let name =
+                d.to.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+            let name = if staged_names.insert(name.clone()) {
+                name
+            } else {
+                format!("{}_{name}", d.item.rsplit('.').next().unwrap_or("output"))
+            };
+            staged_names.insert(name.clone());
+            if let Ok(Some(kiln_container::Value::File(f))) = container.get(&d.item) {
+                let staged = kiln_container::FileValue {
+                    path: dir
+                        .path()
+                        .join(job::STAGING_DIR)
+                        .join(&name)
+                        .display()
+                        .to_string(),
+                    ..f
+                };
+                container
+                    .set(&d.item, kiln_container::Value::File(staged))
+                    .map_err(|e| RunError::Param {
+                        name: d.item.clone(),
+                        detail: e.to_string(),
+                    })?;
+            }
+        }
         let job = Job::new(
             n.to_string(),
             task,
@@ -364,7 +566,9 @@ impl Host {
             container,
             self.shared.shutdown.child_token(),
             None,
+            staging,
         );
+        *crate::engine::lock(&job.deliveries) = deliveries;
         self.shared.publish_state(&job);
         Ok(job)
     }

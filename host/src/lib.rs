@@ -8,6 +8,7 @@
 pub mod axes;
 pub mod bindings;
 pub mod catalog;
+pub mod dir_handle;
 pub mod engine;
 pub mod events;
 pub mod files;

@@ -22,6 +22,11 @@
 //! | `read-file PATH` | prints the file's contents; exits 1 with the error on stderr if it cannot be read |
 //! | `write-file PATH TEXT` | writes TEXT (no newline added) to PATH; exits 1 with the error on failure |
 //! | `crash` | kills itself with SIGSEGV |
+//! | `symlink UP TARGET LINK` | makes LINK (replacing a file there) a symbolic link to TARGET under UP levels of `../` (the host refuses `..` in arguments); exits 1 with the error on failure |
+//! | `mkfifo PATH` | makes a FIFO at PATH (replacing a file there); exits 1 with the error on failure |
+//! | `connect-unix PATH` | connects to the UNIX socket PATH and writes `hello`; exits 1 with the error on failure |
+//! | `print-x BYTES` | writes BYTES `x` characters to stdout, exits 0 |
+//! | `fill PATH BYTES` | writes BYTES bytes to PATH in 1 MiB pieces, stopping at the first error (exits 1 with it) |
 //!
 //! `spew` writes a binary pattern without line breaks: the 254 byte values
 //! other than `\n` and `\r`, starting at 0x80 so the output is not valid
@@ -59,6 +64,11 @@ const USAGE: &[(&str, &str)] = &[
     ("read-file", "read-file PATH"),
     ("write-file", "write-file PATH TEXT"),
     ("crash", "crash"),
+    ("symlink", "symlink UP TARGET LINK"),
+    ("mkfifo", "mkfifo PATH"),
+    ("connect-unix", "connect-unix PATH"),
+    ("fill", "fill PATH BYTES"),
+    ("print-x", "print-x BYTES"),
 ];
 
 /// A usage error: exit 2 with the behaviour's usage.
@@ -247,6 +257,68 @@ fn dispatch(argv: &[OsString]) -> Result<i32, Usage> {
             arity(0)?;
             crash();
             Ok(fail("crash: still alive after raising SIGSEGV"))
+        }
+        "symlink" => {
+            arity(3)?;
+            let Some(up) = args[0].to_str().and_then(|s| s.parse::<usize>().ok()) else {
+                return Ok(fail(&format!("symlink: UP {:?} is not a count", args[0])));
+            };
+            let mut target = std::ffi::OsString::from("../".repeat(up));
+            target.push(&args[1]);
+            let _ = std::fs::remove_file(&args[2]);
+            match std::os::unix::fs::symlink(&target, &args[2]) {
+                Ok(()) => Ok(0),
+                Err(e) => Ok(fail(&format!("symlink: {e}"))),
+            }
+        }
+        "mkfifo" => {
+            arity(1)?;
+            let _ = std::fs::remove_file(&args[0]);
+            let path = std::ffi::CString::new(args[0].as_bytes())
+                .map_err(|_| usage(&name, "PATH contains a NUL byte"))?;
+            // SAFETY: a valid C string.
+            if unsafe { libc::mkfifo(path.as_ptr(), 0o644) } == 0 {
+                Ok(0)
+            } else {
+                Ok(fail(&format!("mkfifo: {}", io::Error::last_os_error())))
+            }
+        }
+        "connect-unix" => {
+            arity(1)?;
+            match std::os::unix::net::UnixStream::connect(&args[0]) {
+                Ok(mut s) => {
+                    let _ = s.write_all(b"hello");
+                    Ok(0)
+                }
+                Err(e) => Ok(fail(&format!("connect-unix: {e}"))),
+            }
+        }
+        "print-x" => {
+            arity(1)?;
+            let bytes: usize = text(&name, &args[0])?
+                .parse()
+                .map_err(|_| usage(&name, "BYTES must be a whole number"))?;
+            Ok(write_stdout(&vec![b'x'; bytes]))
+        }
+        "fill" => {
+            arity(2)?;
+            let bytes: u64 = text(&name, &args[1])?
+                .parse()
+                .map_err(|_| usage(&name, "BYTES must be a whole number"))?;
+            let chunk = vec![b'x'; 1 << 20];
+            let mut file = match std::fs::File::create(&args[0]) {
+                Ok(f) => f,
+                Err(e) => return Ok(fail(&format!("fill: {e}"))),
+            };
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                if let Err(e) = file.write_all(&chunk[..n]) {
+                    return Ok(fail(&format!("fill: {e}")));
+                }
+                left -= n as u64;
+            }
+            Ok(0)
         }
         _ => Err(usage(&name, "unknown behaviour")),
     }

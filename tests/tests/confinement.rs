@@ -174,10 +174,15 @@ async fn rlimits_and_confinement(launch_directly: bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fork_bomb_is_stopped_by_the_jobs_process_limit() {
-    if !std::path::Path::new("/sys/fs/cgroup/pids").is_dir() {
-        eprintln!("skipped: no pids cgroup hierarchy");
+    // The limit is the job's pids cgroup: without one this user may make,
+    // the host does not bound a job's processes.
+    let probe = std::path::Path::new("/sys/fs/cgroup/pids")
+        .join(format!("kiln-test-probe-{}", std::process::id()));
+    if std::fs::create_dir(&probe).is_err() {
+        eprintln!("skipped: no pids cgroup hierarchy this user may write");
         return;
     }
+    let _ = std::fs::remove_dir(&probe);
     let t = TestHost::with_registry(|mut r| {
         r.insert(
             "fake",

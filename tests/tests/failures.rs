@@ -182,7 +182,9 @@ async fn a_failing_sub_job_fails_its_parent_with_the_childs_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_holding_too_many_handles_is_refused_at_the_limit() {
     let t = TestHost::new().await;
-    let r = t.probe("handles 10001", None).await;
+    // The job tree's own cap is raised so the handle limit is what stops it.
+    let manifest = grants("tasks = [\"probe\"]\n[limits]\ntree_jobs = 20000\n");
+    let r = t.probe("handles 10001", Some(manifest)).await;
     assert_eq!(r.status, FinishStatus::Failed);
     let reason = r.reason.unwrap();
     assert!(reason.contains("holds 10000 handles already"), "{reason}");

@@ -49,6 +49,19 @@ fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
+/// What the process's descriptors point at, for a failure message.
+fn fd_targets() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            std::fs::read_link(e.path()).map_or_else(|e| e.to_string(), |p| p.display().to_string())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn many_short_runs_with_cancels_and_timeouts_leak_nothing() {
     let n: usize = std::env::var("KILN_SOAK_N")
@@ -62,6 +75,7 @@ async fn many_short_runs_with_cancels_and_timeouts_leak_nothing() {
         FinishStatus::Succeeded
     );
     let fds_before = fd_count();
+    let targets_before = fd_targets();
 
     let mut batch = Vec::new();
     for i in 0..n {
@@ -108,9 +122,16 @@ async fn many_short_runs_with_cancels_and_timeouts_leak_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The last jobs' tasks drop their directory handles just after the
+    // jobs were seen to end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fd_count() > fds_before + 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let fds_after = fd_count();
     assert!(
         fds_after <= fds_before + 4,
-        "descriptors grew from {fds_before} to {fds_after}"
+        "descriptors grew from {fds_before} to {fds_after}: {targets_before:#?} then {:#?}",
+        fd_targets()
     );
 }

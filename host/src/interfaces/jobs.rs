@@ -91,6 +91,9 @@ impl PluginState {
         let b = self.bound()?;
         let (host, parent) = (b.host.clone(), b.job.clone());
         parent.require(Capability::Task, &task).map_err(denied)?;
+        parent
+            .room_for_sub_job()
+            .map_err(|e| limit(e.to_string()))?;
         let info = host
             .catalog
             .get(&task)
@@ -119,6 +122,7 @@ impl PluginState {
             info.new_container(),
             parent.cancel.child_token(),
             Some(&parent),
+            None,
         );
         lock(&parent.children).push(job.clone());
         parent.audit(&AuditEvent::SubJob {
@@ -356,12 +360,14 @@ impl HostSubJob for PluginState {
         }
         // A sub-job's parameters are checked as a top-level job's are,
         // before anything of it runs.
-        let errors = crate::host::validation_errors(&lock(&h.job.container));
+        // Its files are looked at as the host will read them: through the
+        // job's roots, regular files reached without a link.
+        let roots = &h.job.roots;
+        let errors = crate::host::validation_errors(&lock(&h.job.container), &|p| {
+            roots.open_file(p).is_ok()
+        });
         if !errors.is_empty() {
-            let list: Vec<String> = errors
-                .iter()
-                .map(|r| format!("{}: {} (code {})", r.path, r.message, r.code))
-                .collect();
+            let list = crate::host::report_lines(&errors);
             return Ok(Err(invalid(format!(
                 "sub-job {} ({}) has invalid parameters: {}",
                 h.job.id,

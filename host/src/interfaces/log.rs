@@ -4,7 +4,6 @@
 use crate::bindings::log::{Host, Level};
 use crate::events::EventKind;
 use crate::interfaces::PluginState;
-use std::io::Write;
 
 /// Longest message kept; the rest is cut.
 const MAX_MESSAGE: usize = 16 << 10;
@@ -30,14 +29,16 @@ impl Host for PluginState {
             message.truncate(cut);
         }
         let level = level_name(level);
-        let line = format!("{level}: {message}\n");
-        // The job log is a diagnostic: a failed write must not fail the job.
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(b.job.dir.join("kiln.log"))
-        {
-            let _ = f.write_all(line.as_bytes());
+        // The job log is a diagnostic: a failed write must not fail the job,
+        // and is told through the event alone.
+        if let Err(e) = b.job.log_line(level, &message) {
+            b.host.publish(
+                &b.job,
+                EventKind::Log {
+                    level: "warn".into(),
+                    message: format!("cannot write kiln.log: {e}"),
+                },
+            );
         }
         b.host.publish(
             &b.job,

@@ -5,6 +5,7 @@ use crate::bindings::process::{
     self as wit, Captured as WitCaptured, Host, HostChild, OutputStream, SpawnRequest, StdinSource,
 };
 use crate::bindings::types::HostError;
+use crate::dir_handle::DirHandle;
 use crate::engine::lock;
 use crate::files::Access;
 use crate::grants::Capability;
@@ -97,8 +98,7 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
         .collect();
     for (name, value) in &req.env {
         check_len("an environment value", value)?;
-        if name.starts_with("LD_") {
-            let message = format!("environment variable `{name}` is never passed to programs");
+        if let Some(message) = crate::grants::env_never_passed(name) {
             job.audit(&AuditEvent::Denied {
                 capability: "env",
                 name,
@@ -113,8 +113,8 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
         env.push((name.clone(), value.clone()));
     }
     let cwd = match &req.working_dir {
-        None => job.dir.clone(),
-        Some(rel) => job_relative_dir(job, rel)?,
+        None => job.dir_handle().clone(),
+        Some(rel) => Arc::new(job_relative_dir(job, rel)?),
     };
     if let Some(StdinSource::Script(s)) = Some(&req.stdin) {
         check_len("the stdin script", s)?;
@@ -141,16 +141,20 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
         .unwrap_or_default();
     let mut args = entry.args.clone();
     args.extend(req.args.iter().cloned());
+    let log = |name: String| process::LogFile {
+        dir: job.dir_handle().clone(),
+        name,
+    };
     let spec = SpawnSpec {
         program: entry.path.clone(),
         args,
         env,
-        cwd,
+        cwd: process::WorkingDir::Held(cwd),
         stdin: None,
-        stdout_log: PathBuf::new(),
-        stderr_log: PathBuf::new(),
+        stdout_log: log(String::new()),
+        stderr_log: log(String::new()),
         timeout: req.timeout_ms.map(Duration::from_millis),
-        capture_limit: usize::try_from(job.grants.limits.output_bytes).unwrap_or(usize::MAX),
+        capture: job.captures.clone(),
         grace: KILL_GRACE,
         // Launched and helper-run programs join before they exec.
         adopt_after_spawn: confine.is_none(),
@@ -163,8 +167,9 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
     Ok((spec, req.program.clone()))
 }
 
-/// A working directory inside the job directory: relative, no `..`, existing.
-fn job_relative_dir(job: &Job, rel: &str) -> Result<PathBuf, HostError> {
+/// A working directory inside the job directory: relative, no `..`,
+/// existing, reached without a link, and held until the program starts.
+fn job_relative_dir(job: &Job, rel: &str) -> Result<DirHandle, HostError> {
     check_len("the working directory", rel)?;
     let p = Path::new(rel);
     if rel.contains('\0')
@@ -176,14 +181,12 @@ fn job_relative_dir(job: &Job, rel: &str) -> Result<PathBuf, HostError> {
             "working directory `{rel}` must be a relative path inside the job directory, without `..`"
         )));
     }
-    let dir = job.dir.join(p);
-    // symlink_metadata: a link out of the job directory is not a directory.
-    match std::fs::symlink_metadata(&dir) {
-        Ok(m) if m.is_dir() => Ok(dir),
-        _ => Err(not_found(format!(
+    job.dir_handle().open_dir(p).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => not_found(format!(
             "working directory `{rel}` does not exist in the job directory"
-        ))),
-    }
+        )),
+        _ => denied(format!("working directory `{rel}`: {e}")),
+    })
 }
 
 fn verify_pin(path: &Path, pin: &str) -> Result<(), HostError> {
@@ -251,12 +254,14 @@ impl PluginState {
             if !text.ends_with('\n') {
                 text.push('\n');
             }
-            crate::job::write_job_file(&job.dir, &com, text.as_bytes())
+            // The program reads the very file written, whatever is put in
+            // its place afterwards.
+            let written = crate::job::write_job_file(job.dir_handle(), &com, text.as_bytes())
                 .map_err(|e| failed(format!("failed to write {com}: {e}")))?;
-            spec.stdin = Some(job.dir.join(&com));
+            spec.stdin = Some(Arc::new(written));
         }
-        spec.stdout_log = job.dir.join(&out);
-        spec.stderr_log = job.dir.join(&err);
+        spec.stdout_log.name = out.clone();
+        spec.stderr_log.name = err.clone();
         spec.on_line = Some(line_events(b.host.clone(), job.clone(), n));
         spec.on_warning = Some(output_warnings(b.host.clone(), job.clone(), n));
         job.audit(&AuditEvent::Spawn {
@@ -313,25 +318,7 @@ fn output_warnings(
     job: Arc<Job>,
     n: u32,
 ) -> process::WarningSink {
-    Arc::new(move |message| {
-        use std::io::Write;
-        let message = format!("process {n}: {message}");
-        // The job log is a diagnostic: a failed write must not fail the job.
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(job.dir.join("kiln.log"))
-        {
-            let _ = f.write_all(format!("warn: {message}\n").as_bytes());
-        }
-        host.publish(
-            &job,
-            crate::events::EventKind::Log {
-                level: "warn".to_string(),
-                message,
-            },
-        );
-    })
+    Arc::new(move |message| host.warn(&job, format!("process {n}: {message}")))
 }
 
 /// Keep the job's state in step with its programs: `queued` while its only

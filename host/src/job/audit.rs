@@ -1,6 +1,7 @@
 //! The audit trail of a job: every program spawned, axis moved and
 //! capability denied is appended to `audit.jsonl` in the job directory, one
-//! JSON object a line, in the order it happened.
+//! JSON object a line, in the order it happened; through the directory's
+//! handle, so a link planted in its place is refused, not written through.
 //!
 //! Lines are stamped when they happen and appended in batches: within
 //! [`FLUSH_AFTER`] of the first line of a batch, and every line before the
@@ -10,10 +11,11 @@
 //! last [`FLUSH_AFTER`] of lines, which its job's record then shows as
 //! never having ended.
 
+use crate::dir_handle::DirHandle;
 use crate::engine::lock;
 use serde::Serialize;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -68,8 +70,10 @@ pub struct Audit {
     file: Arc<AuditFile>,
 }
 
+const AUDIT_FILE: &str = "audit.jsonl";
+
 struct AuditFile {
-    path: PathBuf,
+    dir: Arc<DirHandle>,
     state: Mutex<Pending>,
 }
 
@@ -82,10 +86,10 @@ struct Pending {
 }
 
 impl Audit {
-    pub fn new(job_dir: &Path) -> Audit {
+    pub fn new(job_dir: Arc<DirHandle>) -> Audit {
         Audit {
             file: Arc::new(AuditFile {
-                path: job_dir.join("audit.jsonl"),
+                dir: job_dir,
                 state: Mutex::new(Pending::default()),
             }),
         }
@@ -168,14 +172,10 @@ impl AuditFile {
         }
         let lines = std::mem::take(&mut state.lines);
         if state.file.is_none() {
-            match std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-            {
+            match self.dir.append(AUDIT_FILE) {
                 Ok(f) => state.file = Some(f),
                 Err(e) => {
-                    eprintln!("kiln: failed to open {}: {e}", self.path.display());
+                    eprintln!("kiln: failed to open the audit trail: {e}");
                     return;
                 }
             }
@@ -183,7 +183,10 @@ impl AuditFile {
         if let Some(f) = state.file.as_mut() {
             // One write for the batch: O_APPEND keeps it whole.
             if let Err(e) = f.write_all(&lines) {
-                eprintln!("kiln: failed to write {}: {e}", self.path.display());
+                eprintln!(
+                    "kiln: failed to write {}: {e}",
+                    self.dir.display_path(AUDIT_FILE).display()
+                );
             }
         }
     }
@@ -201,6 +204,10 @@ mod tests {
         }
     }
 
+    fn open(dir: &Path) -> Arc<DirHandle> {
+        Arc::new(DirHandle::open(dir).unwrap())
+    }
+
     fn lines(dir: &Path) -> Vec<serde_json::Value> {
         std::fs::read_to_string(dir.join("audit.jsonl"))
             .unwrap_or_default()
@@ -212,7 +219,7 @@ mod tests {
     #[tokio::test]
     async fn lines_reach_the_file_in_order_within_the_flush_delay() {
         let tmp = tempfile::tempdir().unwrap();
-        let audit = Audit::new(tmp.path());
+        let audit = Audit::new(open(tmp.path()));
         for i in 0..100 {
             audit.record("7", &denied(&format!("p{i}")));
         }
@@ -228,7 +235,7 @@ mod tests {
     #[tokio::test]
     async fn a_flush_writes_everything_recorded_so_far_and_dropping_flushes_too() {
         let tmp = tempfile::tempdir().unwrap();
-        let audit = Audit::new(tmp.path());
+        let audit = Audit::new(open(tmp.path()));
         audit.record("7", &denied("one"));
         audit.flush();
         assert_eq!(lines(tmp.path()).len(), 1);
@@ -242,7 +249,7 @@ mod tests {
     #[tokio::test]
     async fn closing_writes_what_is_pending_and_lets_go_of_the_file() {
         let tmp = tempfile::tempdir().unwrap();
-        let audit = Audit::new(tmp.path());
+        let audit = Audit::new(open(tmp.path()));
         audit.record("7", &denied("one"));
         audit.close();
         assert_eq!(lines(tmp.path()).len(), 1);
@@ -255,7 +262,7 @@ mod tests {
     #[test]
     fn outside_a_runtime_a_line_is_written_at_once() {
         let tmp = tempfile::tempdir().unwrap();
-        let audit = Audit::new(tmp.path());
+        let audit = Audit::new(open(tmp.path()));
         audit.record("7", &denied("one"));
         assert_eq!(lines(tmp.path()).len(), 1);
     }

@@ -3,18 +3,22 @@
 //! id `<parent>.<N>`).
 
 mod audit;
+mod delivery;
 mod dir;
 mod guest_output;
+pub(crate) mod job_log;
 pub(crate) mod pipeline;
 pub(crate) mod reconcile;
 pub mod record;
 pub mod resume;
 mod runner;
 pub(crate) mod signal_queue;
+pub mod store;
 mod subjob;
 
 pub use audit::{Audit, AuditEvent};
-pub use dir::{JobDirError, allocate_top_level};
+pub use delivery::{Delivery, STAGING_DIR};
+pub use dir::{JobDirError, allocate_top_level, open_jobs_dir};
 pub(crate) use dir::{create_numbered, write_file as write_job_file};
 pub use guest_output::GuestOutput;
 pub use pipeline::{FailurePolicy, StepFailure};
@@ -24,6 +28,7 @@ pub use signal_queue::JobSignal;
 pub use subjob::SubJobHandle;
 
 use crate::catalog::TaskInfo;
+use crate::dir_handle::DirHandle;
 use crate::engine::lock;
 use crate::files::Roots;
 use crate::grants::Grants;
@@ -153,12 +158,35 @@ impl JobResult {
     }
 }
 
+/// The jobs of one job tree (a top-level job and every sub-job below it)
+/// that exist now, against `limits.tree_jobs`.
+#[derive(Default)]
+pub(crate) struct JobTree {
+    jobs: AtomicU32,
+    /// `outputs/` of the top-level job, where its programs and those of
+    /// every job below write the outputs named on the command line.
+    staging: Option<Arc<DirHandle>>,
+}
+
+/// Why a sub-job could not be made: the whole tree is at its limits.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeLimit {
+    #[error(
+        "the job tree already has {0} jobs, its limit (limits.tree_jobs in the grants manifest)"
+    )]
+    Jobs(u32),
+    #[error("sub-jobs may nest {0} deep at most (limits.tree_depth in the grants manifest)")]
+    Depth(u32),
+}
+
 /// One job, shared by its runner, its parent's handle and the host.
 pub struct Job {
     /// `12`, `12.1`, ...
     pub id: String,
     pub task: Arc<TaskInfo>,
-    /// Absolute path of the job directory.
+    /// Absolute path the job directory had when it was made; for people.
+    /// The host reaches the directory only through its held handle (see
+    /// [`Job::dir_handle`]): the parent's plugin may swap this path.
     pub dir: PathBuf,
     pub grants: Grants,
     pub(crate) container: Mutex<Container>,
@@ -174,9 +202,22 @@ pub struct Job {
     pub(crate) motions: Mutex<Vec<Arc<crate::axes::Motion>>>,
     pub(crate) times: Mutex<JobTimes>,
     pub(crate) audit: Audit,
-    /// Where the job may name files: its own directory (read-write), its
-    /// pipeline's top directory (read), and the granted directories.
+    /// Where the job may name files: its own directory (read-write, held),
+    /// its pipeline's top directory (read, held), and the granted
+    /// directories.
     pub(crate) roots: Roots,
+    /// The top directory of the pipeline this job belongs to, held.
+    pipeline_dir: Arc<DirHandle>,
+    /// `kiln.log`.
+    pub(crate) log: job_log::JobLog,
+    /// The captured output of the job's programs that its plugin can read
+    /// back, all of them together (`limits.output_bytes`).
+    pub(crate) captures: Arc<crate::process::CaptureBudget>,
+    /// The jobs of this job's tree, this one counted.
+    tree: Arc<JobTree>,
+    /// Why the job is being stopped, when it is for a limit the host
+    /// watches (not a user's cancel): the job then fails with it.
+    abort: Mutex<Option<String>>,
     /// Slots for programs running at once in this job's whole pipeline
     /// (`limits.processes`), shared by the pipeline's jobs.
     pub(crate) pipeline_slots: Arc<tokio::sync::Semaphore>,
@@ -200,6 +241,8 @@ pub struct Job {
     pub(crate) fingerprint: Mutex<Option<String>>,
     /// The job whose results this one took over instead of running.
     pub(crate) reused_from: Mutex<Option<String>>,
+    /// Outputs named on the command line, copied where asked at the end.
+    pub(crate) deliveries: Mutex<Vec<Delivery>>,
     /// Attempts made so far (retries count).
     pub(crate) attempts: AtomicU32,
 }
@@ -213,17 +256,31 @@ pub struct JobTimes {
 }
 
 impl Job {
+    // Every argument is a distinct part of a new job; a builder would only
+    // rename them.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: String,
         task: Arc<TaskInfo>,
-        dir: PathBuf,
+        dir: DirHandle,
         grants: Grants,
         container: Container,
         cancel: CancellationToken,
         pipeline: Option<&Arc<Job>>,
+        staging: Option<DirHandle>,
     ) -> Arc<Job> {
-        let pipeline_dir = pipeline.map(|p| p.pipeline_dir());
-        let pipeline_dir = pipeline_dir.as_deref();
+        let handle = Arc::new(dir);
+        let pipeline_dir = pipeline.map_or_else(|| handle.clone(), |p| p.pipeline_dir.clone());
+        let tree = pipeline.map_or_else(
+            || {
+                Arc::new(JobTree {
+                    jobs: AtomicU32::new(0),
+                    staging: staging.map(Arc::new),
+                })
+            },
+            |p| p.tree.clone(),
+        );
+        tree.jobs.fetch_add(1, Ordering::SeqCst);
         let pipeline_slots = match pipeline {
             Some(p) => p.pipeline_slots.clone(),
             None => Arc::new(tokio::sync::Semaphore::new(
@@ -232,7 +289,14 @@ impl Job {
         };
         let read_only: Vec<PathBuf> = grants.read_dirs.iter().map(PathBuf::from).collect();
         let read_write: Vec<PathBuf> = grants.write_dirs.iter().map(PathBuf::from).collect();
-        let roots = Roots::new(&dir, pipeline_dir, &read_only, &read_write);
+        let roots = Roots::new(
+            handle.clone(),
+            pipeline.map(|_| pipeline_dir.clone()),
+            tree.staging.clone(),
+            &read_only,
+            &read_write,
+        );
+        let dir = handle.path().to_path_buf();
         Arc::new(Job {
             id,
             task,
@@ -251,8 +315,15 @@ impl Job {
                 started: None,
                 ended: None,
             }),
-            audit: Audit::new(&dir),
+            audit: Audit::new(handle.clone()),
+            log: job_log::JobLog::new(handle.clone(), grants.limits.log_bytes),
+            captures: crate::process::CaptureBudget::new(
+                usize::try_from(grants.limits.output_bytes).unwrap_or(usize::MAX),
+            ),
             roots,
+            pipeline_dir,
+            tree,
+            abort: Mutex::new(None),
             pipeline_slots,
             programs_running: Default::default(),
             programs_queued: Default::default(),
@@ -264,6 +335,7 @@ impl Job {
             signals: Default::default(),
             fingerprint: Mutex::new(None),
             reused_from: Mutex::new(None),
+            deliveries: Mutex::new(Vec::new()),
             attempts: AtomicU32::new(0),
             grants,
             dir,
@@ -348,11 +420,49 @@ impl Job {
 
     /// Create the next `job_N` directory below this job's, continuing after
     /// any that exist already.
-    pub(crate) fn allocate_child_dir(&self) -> Result<(u32, PathBuf), JobDirError> {
+    pub(crate) fn allocate_child_dir(&self) -> Result<(u32, DirHandle), JobDirError> {
         let wanted = self.next_child.fetch_add(1, Ordering::SeqCst);
-        let (n, dir) = create_numbered(&self.dir, wanted, wanted == 1)?;
+        let (n, dir) = create_numbered(self.dir_handle(), wanted, wanted == 1)?;
         self.next_child.fetch_max(n + 1, Ordering::SeqCst);
         Ok((n, dir))
+    }
+
+    /// Whether the job tree has room for one more sub-job of this job.
+    pub(crate) fn room_for_sub_job(&self) -> Result<(), TreeLimit> {
+        let limits = &self.grants.limits;
+        let depth = self.id.matches('.').count() as u32 + 1;
+        if depth > limits.tree_depth {
+            return Err(TreeLimit::Depth(limits.tree_depth));
+        }
+        let jobs = self.tree.jobs.load(Ordering::SeqCst);
+        if jobs >= limits.tree_jobs {
+            return Err(TreeLimit::Jobs(jobs));
+        }
+        Ok(())
+    }
+
+    /// The job directory, held: every host-side open in it goes through
+    /// this handle.
+    pub(crate) fn dir_handle(&self) -> &Arc<DirHandle> {
+        self.roots.job_dir()
+    }
+
+    /// Append a line to the job's `kiln.log`; a failure is reported on the
+    /// event bus by the caller (it never fails the job).
+    pub(crate) fn log_line(&self, level: &str, message: &str) -> std::io::Result<()> {
+        self.log.append(level, message)
+    }
+
+    /// Stop the job for a limit the host watches: it fails with `reason`
+    /// (the first one given), its programs and sub-jobs are stopped.
+    pub(crate) fn abort(&self, reason: String) {
+        lock(&self.abort).get_or_insert(reason);
+        self.cancel.cancel();
+    }
+
+    /// Why the job was stopped by [`Job::abort`], if it was.
+    pub(crate) fn abort_reason(&self) -> Option<String> {
+        lock(&self.abort).clone()
     }
 
     pub(crate) fn take_process_number(&self) -> u32 {
@@ -383,14 +493,15 @@ impl Job {
         })
     }
 
-    /// The top directory of the pipeline this job belongs to.
-    pub(crate) fn pipeline_dir(&self) -> PathBuf {
-        let depth = self.id.matches('.').count();
-        self.dir
-            .ancestors()
-            .nth(depth)
-            .unwrap_or(&self.dir)
-            .to_path_buf()
+    /// Where the outputs named on the command line are written, held: in
+    /// the top-level job's directory, writable by every job of the tree.
+    pub(crate) fn staging_dir(&self) -> Option<&Arc<DirHandle>> {
+        self.tree.staging.as_ref()
+    }
+
+    /// The top directory of the pipeline this job belongs to, held.
+    pub(crate) fn pipeline_dir(&self) -> &Arc<DirHandle> {
+        &self.pipeline_dir
     }
 
     /// Run `f` with the job's cgroups, made on first use; `None` without
@@ -409,5 +520,12 @@ impl Job {
 
     pub fn times(&self) -> JobTimes {
         *lock(&self.times)
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        // Its place in the tree is free again (a retry's dropped attempt).
+        self.tree.jobs.fetch_sub(1, Ordering::SeqCst);
     }
 }

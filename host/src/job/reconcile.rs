@@ -1,21 +1,26 @@
 //! After a host dies without ending its jobs (SIGKILL, a crash, power), their
-//! records still say `running`. Each host lists the job directories it
-//! starts in `<jobs>/.kiln/hosts/<pid>-<start time>`; the next host to start
-//! on that jobs directory finds the lists of hosts that are gone and marks
-//! every job in them that did not end `interrupted`, so no job stays
-//! `running` for ever. Rerunning the pipeline then resumes it (see
-//! [`super::resume`]). What those jobs' programs left running is killed by
-//! the cgroup sweep ([`crate::process::cgroup`]).
+//! records still say `running`. Each host lists the jobs it starts in
+//! `<jobs>/.kiln/hosts/<pid>-<start time>`; the next host to start on that
+//! jobs directory finds the lists of hosts that are gone and marks every
+//! job in them that did not end `interrupted`, in the store and in the
+//! job directory's copy, so no job stays `running` for ever. Rerunning the
+//! pipeline then resumes it (see [`super::resume`]). What those jobs'
+//! programs left running is killed by the cgroup sweep
+//! ([`crate::process::cgroup`]).
 
 use super::record::RECORD_FILE;
-use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
+use super::store::JobStore;
+use crate::dir_handle::DirHandle;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+const HOSTS_DIR: &str = "hosts";
+
 /// This host's list of started jobs.
 pub(crate) struct StartedJobs {
-    file: PathBuf,
+    hosts: Option<DirHandle>,
+    name: String,
 }
 
 /// `<pid>-<start time in clock ticks since boot>`: unique among live and
@@ -25,53 +30,65 @@ fn process_key(pid: u32) -> Option<String> {
     Some(format!("{pid}-{start}"))
 }
 
-fn hosts_dir(jobs_dir: &Path) -> PathBuf {
-    jobs_dir.join(".kiln").join("hosts")
+fn hosts_dir(store: &JobStore) -> std::io::Result<DirHandle> {
+    let state = store.state_dir();
+    match state.create_dir(HOSTS_DIR) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            state.open_dir(Path::new(HOSTS_DIR))
+        }
+        other => other,
+    }
+}
+
+/// Why a job could not be noted, as the host reports it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "failed to note job {job} in the host's list of started jobs: {source}; if this host dies, that job's record is not reconciled"
+)]
+pub struct NoteError {
+    pub job: String,
+    #[source]
+    pub source: std::io::Error,
 }
 
 impl StartedJobs {
-    pub(crate) fn new(jobs_dir: &Path) -> StartedJobs {
+    pub(crate) fn new(store: &JobStore) -> StartedJobs {
         let me = process_key(std::process::id())
             .unwrap_or_else(|| format!("{}-unknown", std::process::id()));
         StartedJobs {
-            file: hosts_dir(jobs_dir).join(me),
+            hosts: hosts_dir(store).ok(),
+            name: me,
         }
     }
 
-    /// Note a job directory before its job starts running.
-    pub(crate) fn add(&self, job_dir: &Path) {
-        let mut line = job_dir.as_os_str().as_bytes().to_vec();
+    /// Note a job before it starts running.
+    pub(crate) fn add(&self, job_id: &str) -> Result<(), NoteError> {
+        let err = |source| NoteError {
+            job: job_id.to_string(),
+            source,
+        };
+        let hosts = self
+            .hosts
+            .as_ref()
+            .ok_or_else(|| err(std::io::Error::other("the hosts directory is unavailable")))?;
+        let mut line = job_id.as_bytes().to_vec();
         line.push(b'\n');
-        let written = self
-            .file
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.file)?
-                    .write_all(&line)
-            });
-        if let Err(e) = written {
-            eprintln!(
-                "kiln: failed to note job {} in {}: {e}; if this host dies, that job's record is not reconciled",
-                job_dir.display(),
-                self.file.display()
-            );
-        }
+        hosts
+            .append(&self.name)
+            .and_then(|mut f| f.write_all(&line))
+            .map_err(err)
     }
 }
 
-/// Mark the unended jobs of every dead host on `jobs_dir` interrupted.
-/// Returns the job directories it marked.
-pub(crate) fn reconcile(jobs_dir: &Path) -> Vec<PathBuf> {
-    let mut marked = Vec::new();
-    let Ok(entries) = std::fs::read_dir(hosts_dir(jobs_dir)) else {
-        return marked;
+/// Mark the unended jobs of every dead host on the jobs directory
+/// interrupted. Returns the job directories it marked, and what failed.
+pub(crate) fn reconcile(store: &JobStore, jobs: &DirHandle) -> (Vec<PathBuf>, Vec<String>) {
+    let (mut marked, mut failed) = (Vec::new(), Vec::new());
+    let Ok(hosts) = hosts_dir(store) else {
+        return (marked, failed);
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in hosts.names().unwrap_or_default() {
+        let name = name.to_string_lossy().into_owned();
         let alive = name
             .split_once('-')
             .and_then(|(pid, _)| pid.parse::<u32>().ok())
@@ -80,96 +97,135 @@ pub(crate) fn reconcile(jobs_dir: &Path) -> Vec<PathBuf> {
         if alive {
             continue;
         }
-        let text = std::fs::read(entry.path()).unwrap_or_default();
+        let mut text = Vec::new();
+        if let Ok(f) = hosts.open_file(Path::new(&name)) {
+            let _ = f.take(64 << 20).read_to_end(&mut text);
+        }
         for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let dir = PathBuf::from(std::ffi::OsStr::from_bytes(line));
-            match mark_interrupted(&dir) {
-                Ok(true) => marked.push(dir),
-                Ok(false) => {}
-                Err(e) => eprintln!(
-                    "kiln: failed to reconcile the record of {}: {e}",
-                    dir.display()
-                ),
+            let id = String::from_utf8_lossy(line);
+            match mark_interrupted(store, jobs, &id) {
+                Ok(Some(dir)) => marked.push(dir),
+                Ok(None) => {}
+                Err(e) => failed.push(format!("failed to reconcile the record of job {id}: {e}")),
             }
         }
-        let _ = std::fs::remove_file(entry.path());
+        let _ = hosts.remove_file(&name);
     }
-    marked
+    (marked, failed)
 }
 
-/// Rewrite a job record that never ended as interrupted; false when it had
-/// ended (or there is none).
-fn mark_interrupted(dir: &Path) -> std::io::Result<bool> {
-    let path = dir.join(RECORD_FILE);
-    let Ok(text) = std::fs::read(&path) else {
-        return Ok(false);
-    };
-    let Ok(mut record) = serde_json::from_slice::<serde_json::Value>(&text) else {
-        return Ok(false);
+/// Record a job that never ended as interrupted; its directory, or `None`
+/// when it had ended (or there is no record of it).
+fn mark_interrupted(
+    store: &JobStore,
+    jobs: &DirHandle,
+    id: &str,
+) -> std::io::Result<Option<PathBuf>> {
+    let Some(mut stored) = store.get(id) else {
+        return Ok(None);
     };
     if !matches!(
-        record["state"].as_str(),
-        Some("pending" | "queued" | "running")
+        stored.record.state.as_str(),
+        "pending" | "queued" | "running"
     ) {
-        return Ok(false);
+        return Ok(None);
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
-    record["state"] = "interrupted".into();
-    record["status"] = "interrupted".into();
-    record["reason"] =
+    let record = &mut stored.record;
+    record.state = "interrupted".into();
+    record.status = Some("interrupted".into());
+    record.reason = Some(
         "the host running this job ended before the job did (killed or crashed); run it again to resume"
-            .into();
-    record["ended"] = now.into();
-    let text = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
-    super::dir::replace_file(dir, RECORD_FILE, &text, false)?;
-    Ok(true)
+            .into(),
+    );
+    record.ended = Some(now);
+    store.put(&stored)?;
+    // The copy for people, written through the jobs directory's handle: a
+    // link on the way is refused, not followed.
+    let dir = jobs.path().join(&stored.dir);
+    let text = serde_json::to_vec_pretty(&stored.record).map_err(std::io::Error::other)?;
+    jobs.open_dir(&stored.dir)
+        .and_then(|d| d.replace(RECORD_FILE, &text, false))?;
+    Ok(Some(dir))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::record::JobRecord;
+    use crate::job::store::StoredJob;
+
+    fn stored(id: &str, dir: &str, state: &str) -> StoredJob {
+        StoredJob {
+            record: JobRecord::example(id, state),
+            dir: dir.into(),
+            params: None,
+            outputs: Vec::new(),
+            files: Vec::new(),
+        }
+    }
 
     #[test]
     fn jobs_of_a_dead_host_are_marked_interrupted_and_a_live_hosts_are_not() {
         let tmp = tempfile::tempdir().unwrap();
-        let jobs = tmp.path();
-        let (running, ended) = (jobs.join("job_1"), jobs.join("job_2"));
-        for (dir, state) in [(&running, "running"), (&ended, "finished")] {
-            std::fs::create_dir_all(dir).unwrap();
-            std::fs::write(
-                dir.join(RECORD_FILE),
-                format!(r#"{{"id":"1","state":"{state}","status":null,"ended":null}}"#),
-            )
-            .unwrap();
+        let jobs = DirHandle::open(tmp.path()).unwrap();
+        let store = JobStore::open(&jobs).unwrap();
+        for (id, state) in [("1", "running"), ("2", "finished"), ("3", "running")] {
+            std::fs::create_dir_all(tmp.path().join(format!("job_{id}"))).unwrap();
+            store.put(&stored(id, &format!("job_{id}"), state)).unwrap();
         }
-        let dead = hosts_dir(jobs).join("999999999-1");
-        std::fs::create_dir_all(dead.parent().unwrap()).unwrap();
-        std::fs::write(
-            &dead,
-            format!("{}\n{}\n", running.display(), ended.display()),
-        )
-        .unwrap();
+        let hosts = hosts_dir(&store).unwrap();
+        hosts
+            .append("999999999-1")
+            .unwrap()
+            .write_all(b"1\n2\n")
+            .unwrap();
         // This process is alive: its list stays, its jobs untouched.
-        let me = StartedJobs::new(jobs);
-        let mine = jobs.join("job_3");
-        std::fs::create_dir_all(&mine).unwrap();
-        std::fs::write(mine.join(RECORD_FILE), r#"{"state":"running"}"#).unwrap();
-        me.add(&mine);
+        let me = StartedJobs::new(&store);
+        me.add("3").unwrap();
 
-        assert_eq!(reconcile(jobs), vec![running.clone()]);
-        let r: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(running.join(RECORD_FILE)).unwrap()).unwrap();
-        assert_eq!(r["state"], "interrupted");
-        assert!(r["reason"].as_str().unwrap().contains("host"));
-        assert!(r["ended"].as_f64().unwrap() > 0.0);
-        assert!(!dead.exists());
-        assert!(me.file.exists());
-        let still: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(mine.join(RECORD_FILE)).unwrap()).unwrap();
-        assert_eq!(still["state"], "running");
-        assert!(reconcile(jobs).is_empty());
+        let (marked, failed) = reconcile(&store, &jobs);
+        assert_eq!(marked, vec![tmp.path().join("job_1")]);
+        assert!(failed.is_empty(), "{failed:?}");
+        let r = store.get("1").unwrap().record;
+        assert_eq!(r.state, "interrupted");
+        assert!(r.reason.unwrap().contains("host"));
+        assert!(r.ended.unwrap() > 0.0);
+        let copy = JobRecord::read(&tmp.path().join("job_1")).unwrap();
+        assert_eq!(copy.state, "interrupted");
+        assert!(
+            hosts.kind(Path::new("999999999-1")).is_err(),
+            "the dead list is gone"
+        );
+        assert!(hosts.kind(Path::new(&me.name)).is_ok());
+        assert_eq!(store.get("3").unwrap().record.state, "running");
+        assert!(reconcile(&store, &jobs).0.is_empty());
+    }
+
+    #[test]
+    fn a_job_directory_swapped_for_a_link_is_not_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let jobs_dir = tmp.path().join("jobs");
+        std::fs::create_dir_all(jobs_dir.join("job_1")).unwrap();
+        let jobs = DirHandle::open(&jobs_dir).unwrap();
+        let store = JobStore::open(&jobs).unwrap();
+        store.put(&stored("1.1", "job_1/job_1", "running")).unwrap();
+        std::os::unix::fs::symlink(&outside, jobs_dir.join("job_1/job_1")).unwrap();
+        let hosts = hosts_dir(&store).unwrap();
+        hosts
+            .append("999999999-1")
+            .unwrap()
+            .write_all(b"1.1\n")
+            .unwrap();
+        let (_, failed) = reconcile(&store, &jobs);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        // The store, which decides, says interrupted all the same.
+        assert_eq!(store.get("1.1").unwrap().record.state, "interrupted");
     }
 }

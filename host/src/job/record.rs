@@ -1,10 +1,12 @@
-//! `job.json`: the job record in every job directory, written when the job
-//! starts and again when it ends. It holds what a later run needs to trust
-//! the job (its fingerprint and how it ended) and what a person or a test
-//! asks of it afterwards: start and end times, attempts, reuse, and the
-//! step failures of a pipeline.
+//! The job record: its state, how it ended, its fingerprint, start and end
+//! times, attempts, reuse, and the step failures of a pipeline. Written
+//! when the job starts and again when it ends, into the host's store (the
+//! record of truth, see [`super::store`]) and, as `job.json`, into the job
+//! directory: a copy for people and tests, which the host never reads back
+//! (the plugin can rewrite it).
 
 use super::pipeline::StepFailure;
+use super::store::{Finished, JobStore, StoredJob};
 use super::{FinishStatus, Job, JobResult, JobState};
 use crate::engine::lock;
 use serde::{Deserialize, Serialize};
@@ -36,6 +38,28 @@ pub struct JobRecord {
     /// Steps of a pipeline that did not succeed.
     #[serde(default)]
     pub step_failures: Vec<serde_json::Value>,
+}
+
+#[cfg(test)]
+impl JobRecord {
+    /// A record of task `t` version 1 in `state`, for tests to adjust.
+    pub(crate) fn example(id: &str, state: &str) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            task: "t".into(),
+            version: "1".into(),
+            state: state.into(),
+            status: None,
+            reason: None,
+            fingerprint: None,
+            created: 0.0,
+            started: None,
+            ended: None,
+            attempts: 1,
+            reused_from: None,
+            step_failures: Vec::new(),
+        }
+    }
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -72,7 +96,8 @@ impl JobRecord {
         }
     }
 
-    /// The record in `dir`, if there is a readable one.
+    /// The copy in the job directory `dir`, if there is a readable one;
+    /// for people and tests: the plugin may have rewritten it.
     pub fn read(dir: &Path) -> Option<JobRecord> {
         let text = std::fs::read(dir.join(RECORD_FILE)).ok()?;
         serde_json::from_slice(&text).ok()
@@ -84,12 +109,30 @@ impl JobRecord {
     }
 }
 
-/// Write the job's record now, replacing the file whole (write, then
-/// rename) so that a reader, or a host killed meanwhile, never sees half of
-/// it. Not synced to disk: it is written twice per job, and what it guards
-/// against is the host dying, not the machine.
-pub(crate) fn write(job: &Job, result: Option<&JobResult>) -> std::io::Result<()> {
+/// Write the job's record now, into the store and as the job directory's
+/// copy. `finished` is, for a step that succeeded, its final parameters and
+/// output files (what a later run may reuse). A failure to write the copy
+/// is returned after the store's record was written.
+pub(crate) fn write(
+    store: &JobStore,
+    job: &Job,
+    result: Option<&JobResult>,
+    finished: Option<Finished>,
+) -> std::io::Result<()> {
     let record = JobRecord::of(job, result);
     let text = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
-    super::dir::replace_file(&job.dir, RECORD_FILE, &text, false)
+    let (params, outputs, files) = match finished {
+        Some(f) => (Some(f.params), f.outputs, f.files),
+        None => (None, Vec::new(), Vec::new()),
+    };
+    store.put(&StoredJob {
+        record,
+        dir: store.relative(&job.dir),
+        params,
+        outputs,
+        files,
+    })?;
+    job.dir_handle()
+        .replace(RECORD_FILE, &text, false)
+        .map(drop)
 }

@@ -3,17 +3,20 @@
 //! left (programs, sub-jobs), write its files and record exactly one end.
 
 use super::pipeline::SlotWait;
+use super::resume::Stop;
+use super::store::Finished;
 use super::{
-    FinishStatus, Job, JobRecord, JobResult, JobSignal, JobState, pipeline, record, resume,
-    write_job_file,
+    FinishStatus, Job, JobResult, JobSignal, JobState, pipeline, record, resume, write_job_file,
 };
+use crate::dir_handle::DirHandle;
 use crate::engine::lock;
-use crate::host::HostShared;
+use crate::host::{HostShared, JobsState};
 use crate::interfaces::{Bound, PluginState, trap_reason};
 use kiln_container::ParamsHeader;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime};
 use wasmtime::Store;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
@@ -33,17 +36,17 @@ pub(crate) fn start_job(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotW
 }
 
 async fn run(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotWait>) {
-    host.started_jobs.add(&job.dir);
-    let fingerprint = {
-        let code = code_identity(&host, &job).await;
-        let container = lock(&job.container).clone();
-        let (task, dir) = (job.task.clone(), job.dir.clone());
-        tokio::task::spawn_blocking(move || {
-            resume::fingerprint(&task.name, &task.version, &code, &container, &dir)
-        })
-        .await
-        .ok()
+    let jobs = match host.jobs() {
+        Ok(jobs) => jobs.clone(),
+        Err(e) => return finish(&host, &job, JobResult::failed(e.to_string())).await,
     };
+    if let Err(e) = jobs.started.add(&job.id) {
+        host.warn(&job, e.to_string());
+    }
+    if job.parent().is_none() {
+        watch_disk(&host, &job);
+    }
+    let fingerprint = fingerprint_of(&host, &job).await;
     *lock(&job.fingerprint) = fingerprint.clone();
     if job.cancel.is_cancelled() {
         return finish(
@@ -54,7 +57,7 @@ async fn run(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotWait>) {
         .await;
     }
     if let Some(fp) = &fingerprint
-        && let Some(result) = try_reuse(&host, &job, fp).await
+        && let Some(result) = try_reuse(&host, &jobs, &job, fp).await
     {
         return finish(&host, &job, result).await;
     }
@@ -78,16 +81,18 @@ async fn run(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotWait>) {
     let deadline = tokio::time::Instant::now() + job.grants.limits.wall();
     let policy = job.failure_policy();
     let first_container = lock(&job.container).clone();
-    let mut attempt = 1;
+    let mut attempt = 1u32;
     let result = loop {
         job.attempts
             .store(attempt, std::sync::atomic::Ordering::SeqCst);
         job.set_state(JobState::Running);
         host.publish_state(&job);
-        let _ = record::write(&job, None);
+        if let Err(e) = record::write(&jobs.store, &job, None, None) {
+            host.warn(&job, format!("failed to write the job's record: {e}"));
+        }
         let input = lock(&job.container).to_params_xml(&params_header(&job));
-        let result = match write_job_file(&job.dir, "input_params.xml", input.as_bytes()) {
-            Ok(()) => execute_with_limits(&host, &job, deadline).await,
+        let result = match write_job_file(job.dir_handle(), "input_params.xml", input.as_bytes()) {
+            Ok(_) => execute_with_limits(&host, &job, deadline).await,
             Err(e) => JobResult::failed(format!("failed to write input_params.xml: {e}")),
         };
         settle_attempt(&host, &job).await;
@@ -110,7 +115,7 @@ async fn run(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotWait>) {
             },
         );
         let result = write_end_files(&job, result);
-        if let Err(e) = archive_attempt(&job.dir, attempt) {
+        if let Err(e) = archive_attempt(job.dir_handle(), attempt) {
             break JobResult::failed(format!(
                 "{}; and failed to keep attempt {attempt}'s files for a retry: {e}",
                 result.reason.as_deref().unwrap_or("failed")
@@ -125,6 +130,87 @@ async fn run(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotWait>) {
         attempt += 1;
     };
     finish(&host, &job, result).await;
+}
+
+/// Run `f` (which reads what the plugin wrote) on a blocking thread,
+/// within the job's wall limit and until it is cancelled; `None` if it did
+/// not finish in time. `f` must give up once its stop is raised.
+async fn bounded<T: Send + 'static>(
+    job: &Job,
+    f: impl FnOnce(&AtomicBool) -> T + Send + 'static,
+) -> Option<T> {
+    let stop: Stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let task = tokio::task::spawn_blocking(move || f(&s));
+    let result = tokio::select! {
+        r = task => r.ok(),
+        _ = tokio::time::sleep(job.grants.limits.wall()) => None,
+        _ = job.cancel.cancelled() => None,
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    result
+}
+
+/// The job's fingerprint (see [`resume`]): its input files are read
+/// through its roots, within its time limits.
+async fn fingerprint_of(host: &HostShared, job: &Arc<Job>) -> Option<String> {
+    let code = code_identity(host, job).await;
+    let container = lock(&job.container).clone();
+    let j = job.clone();
+    bounded(job, move |stop| {
+        resume::fingerprint(
+            &j.task.name,
+            &j.task.version,
+            &code,
+            &container,
+            &j.roots,
+            stop,
+        )
+    })
+    .await
+    .flatten()
+}
+
+/// How often a job tree's directory is measured at most, and at least.
+const DISK_CHECK_MIN: Duration = Duration::from_millis(50);
+const DISK_CHECK_MAX: Duration = Duration::from_secs(2);
+/// The fastest the directory is assumed to grow, bytes a second: the next
+/// measurement comes before the headroom left could fill at this rate.
+const DISK_FILL_RATE: u64 = 2 << 30;
+
+/// Measure a top-level job's directory (its sub-jobs' included) while it
+/// runs, and fail the job once it holds more than `limits.disk_bytes`,
+/// whoever wrote it. The next measurement comes sooner the less room is
+/// left, and never sooner than ten times the last one took.
+fn watch_disk(host: &Arc<HostShared>, job: &Arc<Job>) {
+    let (job, _host) = (job.clone(), host.clone());
+    tokio::spawn(async move {
+        let limit = job.grants.limits.disk_bytes;
+        let mut pause = DISK_CHECK_MIN;
+        loop {
+            tokio::select! {
+                _ = job.wait() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            let dir = job.dir_handle().clone();
+            let started = Instant::now();
+            let Ok(Ok((bytes, _))) = tokio::task::spawn_blocking(move || dir.usage()).await else {
+                pause = DISK_CHECK_MAX;
+                continue;
+            };
+            if bytes > limit {
+                job.abort(format!(
+                    "disk limit: the job directory {} holds {bytes} bytes, more than limits.disk_bytes ({limit})",
+                    job.dir.display()
+                ));
+                return;
+            }
+            let room = Duration::from_secs_f64((limit - bytes) as f64 / DISK_FILL_RATE as f64);
+            pause = room
+                .clamp(DISK_CHECK_MIN, DISK_CHECK_MAX)
+                .max(started.elapsed() * 10);
+        }
+    });
 }
 
 /// What would run for this job, for its fingerprint: the components of its
@@ -158,82 +244,66 @@ async fn code_identity(host: &HostShared, job: &Job) -> serde_json::Value {
     serde_json::json!({"tasks": tasks, "programs": programs})
 }
 
-/// For a step, when resuming is on and a job that succeeded with the same
-/// fingerprint exists: take it over. `Some` is how the step ends; `None`
-/// runs it (in a clean directory if taking over failed half-way).
-async fn try_reuse(host: &Arc<HostShared>, job: &Arc<Job>, fingerprint: &str) -> Option<JobResult> {
+/// For a step, when resuming is on and a step that succeeded with the same
+/// fingerprint exists: take its outputs over. `Some` is how the step ends;
+/// `None` runs it.
+async fn try_reuse(
+    host: &Arc<HostShared>,
+    jobs: &JobsState,
+    job: &Arc<Job>,
+    fingerprint: &str,
+) -> Option<JobResult> {
     job.parent()?;
     if !host.resume {
         return None;
     }
-    let (dir, record) = host.finished.find(fingerprint, &job.dir)?;
-    let reused = {
-        let (job, record) = (job.clone(), record.clone());
-        tokio::task::spawn_blocking(move || reuse(&job, &dir, &record))
-            .await
-            .unwrap_or_else(|e| Err(format!("the copy panicked: {e}")))
-    };
-    match reused {
-        Ok(()) => {
+    let old = jobs.finished.find(fingerprint, &job.id)?;
+    let old_id = old.record.id.clone();
+    let mut container = lock(&job.container).clone();
+    let (j, root) = (job.clone(), jobs.root.try_clone().ok()?);
+    let delivered = bounded(job, move |stop| {
+        resume::copy_job_files(&old, &root, &j.roots, stop)?;
+        resume::deliver_outputs(&mut container, &old, &root, &j.roots, stop).map(|()| container)
+    })
+    .await
+    .unwrap_or_else(|| Err("stopped by the job's time limit or a cancel".into()));
+    match delivered {
+        Ok(container) => {
+            *lock(&job.container) = container;
+            *lock(&job.reused_from) = Some(old_id.clone());
+            lock(&job.times).started = Some((SystemTime::now(), Instant::now()));
             // For whoever watches (the live tree), not a signal of the job's.
             host.publish(
                 job,
                 crate::events::EventKind::Progress {
                     fraction: Some(1.0),
                     phase: "reused".into(),
-                    message: format!("results of job {}", record.id),
+                    message: format!("results of job {old_id}"),
                 },
             );
             Some(JobResult::succeeded())
         }
         Err(e) => {
-            if let Err(clean) = resume::empty_dir(&job.dir) {
-                return Some(JobResult::failed(format!(
-                    "failed to clear {} after not reusing job {}: {clean}",
-                    job.dir.display(),
-                    record.id
-                )));
-            }
-            host.publish(
-                job,
-                crate::events::EventKind::Log {
-                    level: "warn".into(),
-                    message: format!("not reusing job {}: {e}", record.id),
-                },
-            );
+            host.warn(job, format!("not reusing job {old_id}: {e}; running it"));
             None
         }
     }
 }
 
-/// Take over a finished job with the same fingerprint.
-fn reuse(job: &Job, old_dir: &std::path::Path, record: &JobRecord) -> Result<(), String> {
-    resume::clone_tree(old_dir, &job.dir)
-        .map_err(|e| format!("failed to clone {}: {e}", old_dir.display()))?;
-    let mut container = lock(&job.container).clone();
-    resume::take_outputs(&mut container, old_dir, &job.dir)?;
-    *lock(&job.container) = container;
-    *lock(&job.reused_from) = Some(record.id.clone());
-    let now = (SystemTime::now(), Instant::now());
-    let mut times = lock(&job.times);
-    times.started = Some(now);
-    Ok(())
-}
-
 /// Move what an attempt left in the job directory into `attempt_N/`, so a
 /// retry starts clean and nothing of the failed attempt is lost. The job's
 /// record and audit trail stay: they cover every attempt.
-fn archive_attempt(dir: &std::path::Path, attempt: u32) -> std::io::Result<()> {
-    let keep = format!("attempt_{attempt}");
-    let to = dir.join(&keep);
-    std::fs::create_dir(&to)?;
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name();
-        let text = name.to_string_lossy();
+fn archive_attempt(dir: &DirHandle, attempt: u32) -> std::io::Result<()> {
+    let to = dir.create_dir(&format!("attempt_{attempt}"))?;
+    for name in dir.names()? {
+        let Some(text) = name.to_str() else {
+            // Not a name the host made; it stays.
+            continue;
+        };
         if text.starts_with("attempt_") || text == record::RECORD_FILE || text == "audit.jsonl" {
             continue;
         }
-        std::fs::rename(dir.join(&name), to.join(&name))?;
+        dir.rename(text, &to, text)?;
     }
     Ok(())
 }
@@ -250,7 +320,10 @@ async fn execute_with_limits(
         r = &mut exec => r,
         _ = job.cancel.cancelled() => {
             let _ = tokio::time::timeout(GUEST_GRACE, &mut exec).await;
-            JobResult::interrupted("cancelled")
+            match job.abort_reason() {
+                Some(reason) => JobResult::failed(reason),
+                None => JobResult::interrupted("cancelled"),
+            }
         }
         _ = tokio::time::sleep_until(deadline) => {
             // Stops the job's programs and sub-jobs, and makes the guest's
@@ -271,8 +344,9 @@ async fn execute(host: Arc<HostShared>, job: Arc<Job>) -> JobResult {
     let mut wasi = WasiCtxBuilder::new();
     wasi.stdout(guest_output.clone())
         .stderr(guest_output.clone());
-    // The job directory is the guest's only view of the filesystem.
-    if let Err(e) = wasi.preopened_dir(&job.dir, "/job", FsPerms::ReadWrite) {
+    // The job directory is the guest's only view of the filesystem: the
+    // one held, whatever its path has become.
+    if let Err(e) = wasi.preopened_dir(job.dir_handle().fd_path(), "/job", FsPerms::ReadWrite) {
         return JobResult::failed(format!("failed to open the job directory: {e:#}"));
     }
     let memory = usize::try_from(limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
@@ -339,23 +413,77 @@ async fn settle_attempt(host: &Arc<HostShared>, job: &Arc<Job>) {
     }
 }
 
-/// Write the job's files and record its end once.
+/// Write the job's files and record its end once. A step that succeeded
+/// with a fingerprint also records its outputs, with their content hashes,
+/// for a later run to reuse.
 async fn finish(host: &Arc<HostShared>, job: &Arc<Job>, result: JobResult) {
+    let result = deliver_asked_outputs(job, result).await;
     let result = write_end_files(job, result);
-    record_end(host, job, result);
+    let mut finished = None;
+    if result.status == FinishStatus::Succeeded
+        && job.parent().is_some()
+        && job.fingerprint().is_some()
+    {
+        let container = lock(&job.container).clone();
+        let params = container.to_params_xml(&params_header(job));
+        let j = job.clone();
+        let hashed = bounded(job, move |stop| {
+            let outputs = resume::output_files(&container, &j.roots, stop)?;
+            let files = resume::job_files(j.dir_handle(), stop)?;
+            Ok::<_, String>((outputs, files))
+        });
+        match hashed.await {
+            Some(Ok((outputs, files))) => {
+                finished = Some(Finished {
+                    params,
+                    outputs,
+                    files,
+                })
+            }
+            Some(Err(why)) => host.warn(job, format!("this job will not be reused: {why}")),
+            None => host.warn(
+                job,
+                "this job will not be reused: its outputs could not be hashed in time".into(),
+            ),
+        }
+    }
+    record_end(host, job, result, finished);
+}
+
+/// For a job that succeeded, copy the outputs named on the command line to
+/// where they were asked for; a failure to fails the job.
+async fn deliver_asked_outputs(job: &Arc<Job>, result: JobResult) -> JobResult {
+    let deliveries = lock(&job.deliveries).clone();
+    if result.status != FinishStatus::Succeeded || deliveries.is_empty() {
+        return result;
+    }
+    let mut container = lock(&job.container).clone();
+    let j = job.clone();
+    let delivered = bounded(job, move |_stop| {
+        super::delivery::deliver(&deliveries, &mut container, &j.roots).map(|()| container)
+    })
+    .await;
+    match delivered {
+        Some(Ok(container)) => {
+            *lock(&job.container) = container;
+            result
+        }
+        Some(Err(why)) => JobResult::failed(why),
+        None => JobResult::failed("its outputs could not be copied where asked in time"),
+    }
 }
 
 /// params.xml, and diagnostic.xml unless the job (or attempt) succeeded.
 fn write_end_files(job: &Job, mut result: JobResult) -> JobResult {
     let params = lock(&job.container).to_params_xml(&params_header(job));
-    if let Err(e) = write_job_file(&job.dir, "params.xml", params.as_bytes()) {
-        if result.status == FinishStatus::Succeeded {
-            result = JobResult::failed(format!("failed to write params.xml: {e}"));
-        }
+    if let Err(e) = write_job_file(job.dir_handle(), "params.xml", params.as_bytes())
+        && result.status == FinishStatus::Succeeded
+    {
+        result = JobResult::failed(format!("failed to write params.xml: {e}"));
     }
     if result.status != FinishStatus::Succeeded {
         let _ = write_job_file(
-            &job.dir,
+            job.dir_handle(),
             "diagnostic.xml",
             diagnostic_xml(job, &result).as_bytes(),
         );
@@ -368,13 +496,19 @@ pub(crate) fn settle_never_started(host: &Arc<HostShared>, job: &Arc<Job>) {
         host,
         job,
         JobResult::interrupted("never started: its parent job ended first"),
+        None,
     );
 }
 
 /// Record the end once: the job record, state, the pipeline's policy, then
 /// the `finished` signal, then wake the waiters, so whoever waited sees the
 /// signal already published.
-fn record_end(host: &Arc<HostShared>, job: &Arc<Job>, result: JobResult) {
+fn record_end(
+    host: &Arc<HostShared>,
+    job: &Arc<Job>,
+    result: JobResult,
+    finished: Option<Finished>,
+) {
     if !job.claim_end() {
         return;
     }
@@ -382,21 +516,26 @@ fn record_end(host: &Arc<HostShared>, job: &Arc<Job>, result: JobResult) {
     job.audit.close();
     lock(&job.times).ended = Some((SystemTime::now(), Instant::now()));
     job.set_state(result.status.state());
-    // The record says succeeded before the index names the job, so a
-    // host killed in between leaves nothing pointing at an unfinished job.
-    let recorded = record::write(job, Some(&result));
-    if let (Ok(()), FinishStatus::Succeeded, Some(fp)) =
-        (&recorded, result.status, job.fingerprint())
-    {
-        if let Err(e) = host.finished.add(&fp, &job.dir) {
-            eprintln!(
-                "kiln: failed to add job {} to the index of finished jobs: {e}",
-                job.id
-            );
+    match host.jobs() {
+        Ok(jobs) => {
+            let reusable = finished.is_some();
+            // The record says succeeded before the index names the job, so
+            // a host killed in between leaves nothing pointing at an
+            // unfinished job.
+            let recorded = record::write(&jobs.store, job, Some(&result), finished);
+            if let (true, Some(fp)) = (reusable, job.fingerprint())
+                && let Err(e) = jobs.finished.add(&fp, &job.id)
+            {
+                host.warn(
+                    job,
+                    format!("failed to add the job to the index of finished jobs: {e}"),
+                );
+            }
+            if let Err(e) = recorded {
+                host.warn(job, format!("failed to write the job's record: {e}"));
+            }
         }
-    }
-    if let Err(e) = recorded {
-        eprintln!("kiln: failed to write the record of job {}: {e}", job.id);
+        Err(e) => host.warn(job, format!("failed to record the job's end: {e}")),
     }
     if let Some(parent) = job.parent() {
         pipeline::step_ended(&parent, job, &result);

@@ -237,12 +237,16 @@ impl Confinement {
         let Some(helper) = self.helper.clone() else {
             return Ok(None);
         };
+        // The job's directories as held (through /proc): their paths may
+        // have been swapped for links by the plugin that owns their parent,
+        // and Landlock rules follow links when they are made.
         let mut read_only = kiln_confine::system_read_only_paths();
         read_only.push(install_prefix(program));
-        read_only.push(job.pipeline_dir());
+        read_only.push(job.pipeline_dir().fd_path());
         read_only.extend(job.grants.read_dirs.iter().map(PathBuf::from));
         let mut read_write = kiln_confine::system_read_write_paths();
-        read_write.push(job.dir.clone());
+        read_write.push(job.dir_handle().fd_path());
+        read_write.extend(job.staging_dir().map(|d| d.fd_path()));
         read_write.extend(job.grants.write_dirs.iter().map(PathBuf::from));
         // A granted path that does not exist would fail every spawn.
         let mut missing = Vec::new();
@@ -261,8 +265,17 @@ impl Confinement {
             read_write,
             rlimits: Rlimits {
                 cpu_seconds: limits.program_cpu_seconds,
-                file_size_bytes: limits.program_file_size_bytes,
-                open_files: limits.program_open_files,
+                // No file larger than the whole job directory may hold.
+                file_size_bytes: Some(
+                    limits
+                        .program_file_size_bytes
+                        .map_or(limits.disk_bytes, |b| b.min(limits.disk_bytes)),
+                ),
+                // The host raised its own limit for the directories it
+                // holds; programs get what it started with.
+                open_files: limits
+                    .program_open_files
+                    .or_else(crate::process::original_open_files),
                 address_space_bytes: limits.program_memory_bytes,
                 processes: None,
             },

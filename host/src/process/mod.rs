@@ -24,7 +24,7 @@ mod output;
 mod relay;
 mod supervise;
 
-pub use capture::Captured;
+pub use capture::{CaptureBudget, Captured};
 pub use cgroup::CgroupHandles;
 pub use confinement::{Confined, Confinement, find_helper, install_prefix};
 pub use handle::ChildHandle;
@@ -34,6 +34,7 @@ use child::{Child, LaunchedChild, Started};
 use output::{Drain, LazyLog, LineSplitter};
 use supervise::{supervise, wait_stop};
 
+use crate::dir_handle::DirHandle;
 use crate::engine::lock;
 use capture::Capture;
 use std::os::fd::{AsFd, OwnedFd};
@@ -66,6 +67,41 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// Where a program runs.
+#[derive(Clone, Debug)]
+pub enum WorkingDir {
+    /// A directory the host trusts by path.
+    Path(PathBuf),
+    /// A directory the host holds (a job's): the program starts in it
+    /// whatever its path has become.
+    Held(Arc<DirHandle>),
+}
+
+impl WorkingDir {
+    /// The path the program's start enters.
+    pub fn path(&self) -> PathBuf {
+        match self {
+            WorkingDir::Path(p) => p.clone(),
+            WorkingDir::Held(d) => d.fd_path(),
+        }
+    }
+}
+
+/// A log file of a program: `name` in a held directory, created there with
+/// the stream's first byte, never through a link in its place.
+#[derive(Clone, Debug)]
+pub struct LogFile {
+    pub dir: Arc<DirHandle>,
+    pub name: String,
+}
+
+impl LogFile {
+    /// Where it is, for messages.
+    pub fn display(&self) -> PathBuf {
+        self.dir.display_path(&self.name)
+    }
+}
+
 /// Everything needed to run one program.
 #[derive(Clone)]
 pub struct SpawnSpec {
@@ -73,17 +109,18 @@ pub struct SpawnSpec {
     /// Arguments after the program path (registry's fixed ones first).
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
-    pub cwd: PathBuf,
-    /// File fed to stdin; `None` is /dev/null.
-    pub stdin: Option<PathBuf>,
+    pub cwd: WorkingDir,
+    /// The open file fed to stdin; `None` is /dev/null.
+    pub stdin: Option<Arc<std::fs::File>>,
     /// Where stdout goes, created (or appended to) with its first byte: a
     /// program that writes nothing on stdout leaves no file.
-    pub stdout_log: PathBuf,
+    pub stdout_log: LogFile,
     /// The same for stderr.
-    pub stderr_log: PathBuf,
+    pub stderr_log: LogFile,
     pub timeout: Option<Duration>,
-    /// Bytes of each stream kept in memory for the plugin to read back.
-    pub capture_limit: usize,
+    /// What both streams may keep in memory for the plugin to read back,
+    /// shared with the job's other programs.
+    pub capture: Arc<CaptureBudget>,
     /// Time between SIGTERM and SIGKILL.
     pub grace: Duration,
     /// How the program is confined; `None` runs it unconfined.
@@ -213,8 +250,8 @@ pub fn spawn(spec: SpawnSpec, gate: Gate, on_phase: PhaseHook) -> Arc<ProcessSha
     let shared = Arc::new(ProcessShared {
         pid: std::sync::OnceLock::new(),
         outcome: watch::channel(None).0,
-        stdout: Mutex::new(Capture::new(spec.capture_limit)),
-        stderr: Mutex::new(Capture::new(spec.capture_limit)),
+        stdout: Mutex::new(Capture::new(spec.capture.clone())),
+        stderr: Mutex::new(Capture::new(spec.capture.clone())),
         stop: Mutex::new(None),
         stop_notify: Notify::new(),
     });
@@ -357,9 +394,9 @@ async fn run(
 /// helper, or unconfined.
 async fn start(spec: &SpawnSpec) -> Result<Started, String> {
     let stdin = match &spec.stdin {
-        Some(path) => Some(
-            std::fs::File::open(path)
-                .map_err(|e| format!("cannot open stdin file {}: {e}", path.display()))?,
+        Some(file) => Some(
+            file.try_clone()
+                .map_err(|e| format!("cannot hand the stdin file over: {e}"))?,
         ),
         None => None,
     };
@@ -372,8 +409,15 @@ async fn start(spec: &SpawnSpec) -> Result<Started, String> {
     let mut cmd = match &spec.confine {
         // The helper's command has a cleared environment already.
         Some(Confined::Helper { helper, policy }) => tokio::process::Command::from(
-            kiln_confine::command(helper, policy, &spec.program)
-                .map_err(|e| format!("failed to prepare confinement: {e}"))?,
+            // The helper joins the cgroups before it execs: nothing
+            // escapes in between.
+            kiln_confine::command(
+                helper,
+                policy,
+                spec.cgroups.as_deref().map(std::ffi::OsStr::new),
+                &spec.program,
+            )
+            .map_err(|e| format!("failed to prepare confinement: {e}"))?,
         ),
         Some(Confined::Launcher(_)) | None => {
             let mut c = tokio::process::Command::new(&spec.program);
@@ -383,16 +427,12 @@ async fn start(spec: &SpawnSpec) -> Result<Started, String> {
     };
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&spec.cwd)
+        .current_dir(spec.cwd.path())
         .stdin(stdin.map_or_else(Stdio::null, Stdio::from))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    if let (Some(Confined::Helper { .. }), Some(cg)) = (&spec.confine, &spec.cgroups) {
-        // The helper joins before it execs: nothing escapes in between.
-        cmd.env(kiln_confine::CGROUP_ENV, cg);
-    }
     let child = cmd
         .spawn()
         .map_err(|e| spawn_error_text(&spec.program, &e))?;
@@ -429,7 +469,10 @@ fn launch(
         .iter()
         .map(|(k, v)| c(format!("{k}={v}").as_bytes(), "an environment variable"))
         .collect::<Result<Vec<_>, _>>()?;
-    let cwd = c(spec.cwd.as_os_str().as_bytes(), "the working directory")?;
+    let cwd = c(
+        spec.cwd.path().as_os_str().as_bytes(),
+        "the working directory",
+    )?;
     let io = |e: std::io::Error| format!("failed to set up the program's output: {e}");
     let (out_read, out_write) = child::pipe().map_err(io)?;
     let (err_read, err_write) = child::pipe().map_err(io)?;
@@ -509,6 +552,40 @@ pub fn close_inherited_fds_on_exec() {
     }
 }
 
+/// The soft limit on open files this process started with, before
+/// [`raise_open_file_limit`]; programs are given it back.
+static ORIGINAL_OPEN_FILES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Raise this process's soft limit on open files to its hard limit, once:
+/// the host holds every live job's directory open. Programs get the
+/// original limit back (see [`original_open_files`]), as some close every
+/// descriptor up to it.
+pub fn raise_open_file_limit() {
+    ORIGINAL_OPEN_FILES.get_or_init(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit with a valid struct.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return 1024;
+            }
+            let original = lim.rlim_cur;
+            if lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+            original
+        }
+    });
+}
+
+/// The soft limit on open files the host started with, for its programs.
+pub fn original_open_files() -> Option<u64> {
+    ORIGINAL_OPEN_FILES.get().copied()
+}
+
 /// The helper exits 126 (confinement failed) or 127 (exec failed) with a
 /// last stderr line of its own; then the program never ran.
 fn helper_failure(shared: &ProcessShared, outcome: Outcome) -> Outcome {
@@ -558,17 +635,28 @@ fn spawn_error_text(program: &std::path::Path, e: &std::io::Error) -> String {
 mod tests {
     use super::*;
 
+    fn log(dir: &std::path::Path, name: &str) -> LogFile {
+        LogFile {
+            dir: Arc::new(DirHandle::open(dir).unwrap()),
+            name: name.into(),
+        }
+    }
+
     fn sh(dir: &std::path::Path, script: &str) -> SpawnSpec {
+        sh_capped(dir, script, 1 << 20)
+    }
+
+    fn sh_capped(dir: &std::path::Path, script: &str, capture: usize) -> SpawnSpec {
         SpawnSpec {
             program: PathBuf::from("/bin/sh"),
             args: vec!["-c".into(), script.into()],
             env: Vec::new(),
-            cwd: dir.to_path_buf(),
+            cwd: WorkingDir::Path(dir.to_path_buf()),
             stdin: None,
-            stdout_log: dir.join("log.txt"),
-            stderr_log: dir.join("log_err.txt"),
+            stdout_log: log(dir, "log.txt"),
+            stderr_log: log(dir, "log_err.txt"),
             timeout: Some(Duration::from_secs(30)),
-            capture_limit: 1 << 20,
+            capture: CaptureBudget::new(capture),
             grace: Duration::from_secs(1),
             confine: None,
             cgroups: None,
@@ -623,8 +711,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         for i in 0..200 {
             let mut spec = sh(tmp.path(), &format!("echo out{i}; echo err{i} >&2"));
-            spec.stdout_log = tmp.path().join(format!("log_{i}.txt"));
-            spec.stderr_log = tmp.path().join(format!("log_err_{i}.txt"));
+            spec.stdout_log = log(tmp.path(), &format!("log_{i}.txt"));
+            spec.stderr_log = log(tmp.path(), &format!("log_err_{i}.txt"));
             let p = spawn(spec, Gate::default(), Box::new(|_| {}));
             assert_eq!(p.wait().await, Outcome::Exited(0));
             assert_eq!(p.captured(false).data, format!("out{i}\n").as_bytes());
@@ -655,15 +743,19 @@ mod tests {
     async fn output_past_the_capture_cap_reaches_the_log_whole_and_in_order() {
         // Past the cap the rest is relayed from the pipe into the file.
         let tmp = tempfile::tempdir().unwrap();
-        let mut spec = sh(tmp.path(), "seq 1 300000; echo end >&2");
-        spec.capture_limit = 4096;
+        let spec = sh_capped(tmp.path(), "seq 1 300000; echo end >&2", 4096);
         let p = spawn(spec, Gate::default(), Box::new(|_| {}));
         assert_eq!(p.wait().await, Outcome::Exited(0));
         let expected = assert_log_counts_to(&tmp.path().join("log.txt"), 300_000);
         let captured = p.captured(false);
         assert!(captured.truncated);
         assert!(captured.data.starts_with(&expected.as_bytes()[..4096]));
-        assert_eq!(p.captured(true).data, b"end\n");
+        // The cap is the job's, both streams': stdout took all of it.
+        assert!(p.captured(true).truncated);
+        assert_eq!(
+            std::fs::read(tmp.path().join("log_err.txt")).unwrap(),
+            b"end\n"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -674,11 +766,11 @@ mod tests {
         // several runs make a lag show.
         for _ in 0..5 {
             let tmp = tempfile::tempdir().unwrap();
-            let mut spec = sh(
+            let spec = sh_capped(
                 tmp.path(),
                 "seq 1 500000; echo paused; while [ ! -e go ]; do sleep 0.01; done",
+                4096,
             );
-            spec.capture_limit = 4096;
             let p = spawn(spec, Gate::default(), Box::new(|_| {}));
             let log = tmp.path().join("log.txt");
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -704,11 +796,11 @@ mod tests {
         let wanted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let lines = Arc::new(Mutex::new(Vec::<String>::new()));
         let (w, l) = (wanted.clone(), lines.clone());
-        let mut spec = sh(
+        let mut spec = sh_capped(
             tmp.path(),
             "seq 1 200000; : > relayed; while [ ! -e go ]; do sleep 0.01; done; seq 200001 400000",
+            4096,
         );
-        spec.capture_limit = 4096;
         spec.on_line = Some(LineSink {
             wanted: Arc::new(move || w.load(std::sync::atomic::Ordering::SeqCst)),
             line: Arc::new(move |_, line: &str| lock(&l).push(line.to_string())),
@@ -767,7 +859,7 @@ mod tests {
         let warnings = Arc::new(Mutex::new(Vec::<String>::new()));
         let w = warnings.clone();
         let mut spec = sh(tmp.path(), "echo one; echo two");
-        spec.stdout_log = tmp.path().join("gone/log.txt");
+        std::fs::create_dir(tmp.path().join("log.txt")).unwrap();
         spec.on_warning = Some(Arc::new(move |m: &str| lock(&w).push(m.to_string())));
         let p = spawn(spec, Gate::default(), Box::new(|_| {}));
         assert_eq!(p.wait().await, Outcome::Exited(0));
@@ -775,7 +867,7 @@ mod tests {
         let warnings = lock(&warnings).clone();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
-            warnings[0].contains("cannot create") && warnings[0].contains("gone/log.txt"),
+            warnings[0].contains("cannot create") && warnings[0].contains("log.txt"),
             "{warnings:?}"
         );
     }

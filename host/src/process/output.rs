@@ -6,11 +6,10 @@
 //! program that writes nothing on a stream leaves no file for it (creating
 //! two files per program was most of what starting a short program cost).
 
-use super::ProcessShared;
 use super::relay::{LogTarget, Relay};
+use super::{LogFile, ProcessShared};
 use crate::engine::lock;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::{Interest, Ready};
 use tokio::net::unix::pipe;
@@ -27,15 +26,17 @@ pub(super) fn warn(sink: Option<&WarningSink>, message: &str) {
     }
 }
 
-/// A log file, created (or appended to) on the first write.
+/// A log file, created (or appended to) on the first write, through its
+/// directory's handle: a link, FIFO or hard link planted in its place is
+/// refused (and reported), never written through.
 pub(super) struct LazyLog {
-    path: PathBuf,
-    file: LogFile,
+    place: LogFile,
+    file: LogState,
     /// Its descriptor has lost O_APPEND, which `splice` refuses.
     append_dropped: bool,
 }
 
-enum LogFile {
+enum LogState {
     NotYet,
     Open(std::fs::File),
     /// Creating or writing it failed (and was reported): the output goes on
@@ -44,10 +45,10 @@ enum LogFile {
 }
 
 impl LazyLog {
-    pub(super) fn new(path: PathBuf) -> LazyLog {
+    pub(super) fn new(place: LogFile) -> LazyLog {
         LazyLog {
-            path,
-            file: LogFile::NotYet,
+            place,
+            file: LogState::NotYet,
             append_dropped: false,
         }
     }
@@ -62,7 +63,7 @@ impl LazyLog {
         stream: &'static str,
         warnings: Option<WarningSink>,
     ) -> Option<LogTarget> {
-        let LogFile::Open(f) = &self.file else {
+        let LogState::Open(f) = &self.file else {
             return None;
         };
         if !self.append_dropped {
@@ -79,7 +80,7 @@ impl LazyLog {
         }
         Some(LogTarget {
             file: f.try_clone().ok()?,
-            path: self.path.clone(),
+            path: self.place.display(),
             stream,
             warnings,
         })
@@ -88,32 +89,31 @@ impl LazyLog {
     /// Writing failed elsewhere (and was reported): later writes are
     /// dropped.
     fn failed(&mut self) {
-        self.file = LogFile::Failed;
+        self.file = LogState::Failed;
     }
 
     /// Append `bytes`; the first failure is returned as a message, later
     /// writes are dropped silently.
     fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
         use std::io::Write;
-        if let LogFile::NotYet = self.file {
-            match std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-            {
-                Ok(f) => self.file = LogFile::Open(f),
+        if let LogState::NotYet = self.file {
+            match self.place.dir.append(&self.place.name) {
+                Ok(f) => self.file = LogState::Open(f),
                 Err(e) => {
-                    self.file = LogFile::Failed;
-                    return Err(format!("cannot create {}: {e}", self.path.display()));
+                    self.file = LogState::Failed;
+                    return Err(format!(
+                        "cannot create {}: {e}",
+                        self.place.display().display()
+                    ));
                 }
             }
         }
-        let LogFile::Open(f) = &mut self.file else {
+        let LogState::Open(f) = &mut self.file else {
             return Ok(());
         };
         f.write_all(bytes).map_err(|e| {
-            self.file = LogFile::Failed;
-            format!("cannot write {}: {e}", self.path.display())
+            self.file = LogState::Failed;
+            format!("cannot write {}: {e}", self.place.display().display())
         })
     }
 }
@@ -471,20 +471,34 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    fn place(dir: &std::path::Path, name: &str) -> LogFile {
+        LogFile {
+            dir: Arc::new(crate::dir_handle::DirHandle::open(dir).unwrap()),
+            name: name.into(),
+        }
+    }
+
     #[test]
     fn a_log_is_created_on_the_first_write_and_a_failure_is_reported_once() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("log.txt");
-        let mut log = LazyLog::new(path.clone());
+        let mut log = LazyLog::new(place(tmp.path(), "log.txt"));
         assert!(!path.exists());
         log.write(b"one ").unwrap();
         log.write(b"two").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"one two");
 
-        let mut log = LazyLog::new(tmp.path().join("missing/log.txt"));
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, b"precious").unwrap();
+        std::os::unix::fs::symlink(&outside, tmp.path().join("log_err.txt")).unwrap();
+        let mut log = LazyLog::new(place(tmp.path(), "log_err.txt"));
         let why = log.write(b"lost").unwrap_err();
-        assert!(why.contains("cannot create"), "{why}");
+        assert!(
+            why.contains("cannot create") && why.contains("symbolic link"),
+            "{why}"
+        );
         assert!(log.write(b"more").is_ok());
+        assert_eq!(std::fs::read(&outside).unwrap(), b"precious");
     }
 
     fn split(chunks: &[&[u8]]) -> Vec<(bool, String)> {
