@@ -30,6 +30,7 @@ use std::io::{self, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A directory the host holds open, with the path it had when opened (for
@@ -39,6 +40,9 @@ pub struct DirHandle {
     fd: OwnedFd,
     path: PathBuf,
 }
+
+/// How deep [`DirHandle::usage`] walks: a descriptor is held per level.
+pub const MAX_WALK_DEPTH: usize = 256;
 
 /// Set once `openat2` turned out to be missing (Linux before 5.6, or
 /// refused by a seccomp profile): resolution walks component by component.
@@ -345,40 +349,50 @@ impl DirHandle {
 
     /// Size in bytes (apparent) of everything below this directory, and
     /// the number of entries counted; links are counted, never followed.
+    /// Depth first with one open directory per level, so a directory of
+    /// thousands of sub-directories (a pipeline's `job_N`) costs one
+    /// descriptor; nesting deeper than [`MAX_WALK_DEPTH`] is refused
+    /// (`InvalidInput`) rather than left uncounted.
     pub fn usage(&self) -> io::Result<(u64, u64)> {
         let mut bytes = 0u64;
         let mut entries = 0u64;
-        let mut stack = vec![rustix::fs::openat(
-            &self.fd,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?];
-        while let Some(dir) = stack.pop() {
-            for entry in rustix::fs::Dir::read_from(&dir)? {
-                let entry = entry?;
-                let name = entry.file_name();
-                if matches!(name.to_bytes(), b"." | b"..") {
-                    continue;
-                }
-                let Ok(st) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
-                    // Gone since the listing.
-                    continue;
-                };
-                entries += 1;
-                // Apparent size: a sparse file counts what it claims.
-                bytes = bytes.saturating_add((st.st_size as u64).max(st.st_blocks as u64 * 512));
-                if FileType::from_raw_mode(st.st_mode) == FileType::Directory
-                    && let Ok(sub) = rustix::fs::openat(
-                        &dir,
-                        name,
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                {
-                    stack.push(sub);
-                }
+        let mut stack = vec![rustix::fs::Dir::read_from(&self.fd)?];
+        while let Some(dir) = stack.last_mut() {
+            let Some(entry) = dir.read() else {
+                stack.pop();
+                continue;
+            };
+            let entry = entry?;
+            let name = entry.file_name();
+            if matches!(name.to_bytes(), b"." | b"..") {
+                continue;
             }
+            let at = dir.fd()?;
+            let Ok(st) = rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW) else {
+                // Gone since the listing.
+                continue;
+            };
+            entries += 1;
+            // Apparent size: a sparse file counts what it claims.
+            bytes = bytes.saturating_add((st.st_size as u64).max(st.st_blocks as u64 * 512));
+            if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+                continue;
+            }
+            let Ok(sub) = rustix::fs::openat(
+                at,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) else {
+                continue;
+            };
+            if stack.len() >= MAX_WALK_DEPTH {
+                return Err(refused(
+                    &self.path,
+                    &format!("nests directories more than {MAX_WALK_DEPTH} deep"),
+                ));
+            }
+            stack.push(rustix::fs::Dir::new(sub)?);
         }
         Ok((bytes, entries))
     }
@@ -407,6 +421,104 @@ impl DirHandle {
     pub fn identity(&self) -> io::Result<(u64, u64)> {
         let st = rustix::fs::fstat(&self.fd)?;
         Ok((st.st_dev, st.st_ino))
+    }
+}
+
+/// A job directory the host holds open while the job is in use (being
+/// made, running) and otherwise reopens below its parent's directory when
+/// it needs it, checking that it is still the directory it made (same
+/// device and inode; never through a link). A pipeline may keep thousands
+/// of sub-jobs made and not started, or finished: a descriptor held for
+/// each would let a plugin run the host out of descriptors.
+#[derive(Debug)]
+pub struct ReleasableDir {
+    path: PathBuf,
+    below: Option<Below>,
+    held: std::sync::Mutex<Option<Arc<DirHandle>>>,
+}
+
+/// Where a released directory is found again.
+#[derive(Debug)]
+struct Below {
+    parent: Arc<ReleasableDir>,
+    name: OsString,
+    identity: (u64, u64),
+}
+
+impl ReleasableDir {
+    /// A directory held for as long as this lives (a top-level job's, whose
+    /// parent is the jobs directory): [`ReleasableDir::release`] keeps it.
+    pub fn held(dir: Arc<DirHandle>) -> Arc<ReleasableDir> {
+        Arc::new(ReleasableDir {
+            path: dir.path().to_path_buf(),
+            below: None,
+            held: std::sync::Mutex::new(Some(dir)),
+        })
+    }
+
+    /// `dir`, just made as an entry of `parent`, held until released.
+    pub fn below(parent: Arc<ReleasableDir>, dir: DirHandle) -> Arc<ReleasableDir> {
+        let (Some(name), Ok(identity)) = (dir.path().file_name(), dir.identity()) else {
+            // Nothing to find it again by: it stays held.
+            return ReleasableDir::held(Arc::new(dir));
+        };
+        Arc::new(ReleasableDir {
+            path: dir.path().to_path_buf(),
+            below: Some(Below {
+                parent,
+                name: name.to_os_string(),
+                identity,
+            }),
+            held: std::sync::Mutex::new(Some(Arc::new(dir))),
+        })
+    }
+
+    /// The path the directory had when it was made; for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn held_now(&self) -> std::sync::MutexGuard<'_, Option<Arc<DirHandle>>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The directory open: the held handle, or (released) a new one that
+    /// lives as long as the caller keeps it.
+    pub fn get(&self) -> io::Result<Arc<DirHandle>> {
+        if let Some(dir) = self.held_now().as_ref() {
+            return Ok(dir.clone());
+        }
+        let Some(below) = &self.below else {
+            return Err(refused(&self.path, "is no longer held by the host"));
+        };
+        let dir = below.parent.get()?.open_dir(Path::new(&below.name))?;
+        if dir.identity()? != below.identity {
+            return Err(refused(
+                &self.path,
+                "was replaced by another directory after the host made it",
+            ));
+        }
+        Ok(Arc::new(dir))
+    }
+
+    /// Hold the directory open until [`ReleasableDir::release`].
+    pub fn hold(&self) -> io::Result<()> {
+        let dir = self.get()?;
+        *self.held_now() = Some(dir);
+        Ok(())
+    }
+
+    /// Stop holding the directory (a handle someone still uses stays open
+    /// until they drop it); one made by [`ReleasableDir::held`] is kept.
+    pub fn release(&self) {
+        if self.below.is_some() {
+            *self.held_now() = None;
+        }
+    }
+
+    /// Whether the host holds the directory open now.
+    pub fn is_held(&self) -> bool {
+        self.held_now().is_some()
     }
 }
 
@@ -554,6 +666,23 @@ mod tests {
     }
 
     #[test]
+    fn usage_refuses_a_tree_nested_deeper_than_it_walks() {
+        let (_tmp, dir, _) = setup();
+        let mut at = dir.try_clone().unwrap();
+        for _ in 0..MAX_WALK_DEPTH - 1 {
+            at = at.create_dir("d").unwrap();
+        }
+        std::fs::write(at.path().join("f"), b"12345").unwrap();
+        let (bytes, entries) = dir.usage().unwrap();
+        assert_eq!(entries, MAX_WALK_DEPTH as u64);
+        assert!(bytes >= 5);
+        at.create_dir("d").unwrap().create_dir("d").unwrap();
+        let e = dir.usage().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("more than 256 deep"), "{e}");
+    }
+
+    #[test]
     fn usage_counts_apparent_sizes_and_never_follows_links() {
         let (tmp, dir, _) = setup();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
@@ -568,5 +697,55 @@ mod tests {
             "{bytes}: the link's target was counted"
         );
         assert_eq!(entries, 4);
+    }
+
+    #[test]
+    fn a_released_directory_is_found_again_only_if_it_is_the_same_one() {
+        let (tmp, dir, outside) = setup();
+        let parent = ReleasableDir::held(Arc::new(dir));
+        let child = ReleasableDir::below(
+            parent.clone(),
+            parent.get().unwrap().create_dir("job_1").unwrap(),
+        );
+        child
+            .get()
+            .unwrap()
+            .replace("params.xml", b"one", false)
+            .unwrap();
+        child.release();
+        assert!(!child.is_held());
+        parent.release();
+        assert!(parent.is_held(), "a directory made held stays held");
+        // Found again below its parent while released.
+        let again = child.get().unwrap();
+        assert_eq!(
+            std::fs::read(again.path().join("params.xml")).unwrap(),
+            b"one"
+        );
+        assert!(!child.is_held(), "a use while released does not hold it");
+        child.hold().unwrap();
+        assert!(child.is_held());
+        child.release();
+        // Swapped for another directory, or for a link to one, by whoever
+        // writes the parent: refused, and nothing is written through it.
+        let job_dir = tmp.path().join("job");
+        std::fs::rename(job_dir.join("job_1"), job_dir.join("moved")).unwrap();
+        std::fs::create_dir(job_dir.join("job_1")).unwrap();
+        let e = child.get().unwrap_err().to_string();
+        assert!(e.contains("replaced by another directory"), "{e}");
+        std::fs::remove_dir(job_dir.join("job_1")).unwrap();
+        symlink(job_dir.join("moved"), job_dir.join("job_1")).unwrap();
+        // (The kernel says ENOTDIR for a link opened as a directory.)
+        let e = child.get().unwrap_err().to_string();
+        assert!(
+            e.contains("symbolic link") || e.contains("not a directory"),
+            "{e}"
+        );
+        assert!(child.hold().is_err());
+        assert_eq!(std::fs::read(&outside).unwrap(), b"precious");
+        // Put back, it is the same directory again.
+        std::fs::remove_file(job_dir.join("job_1")).unwrap();
+        std::fs::rename(job_dir.join("moved"), job_dir.join("job_1")).unwrap();
+        assert!(child.get().is_ok());
     }
 }

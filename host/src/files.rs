@@ -11,7 +11,7 @@
 //! the plugin that owns their parent); the operator's granted directories
 //! are opened by their path for each use.
 
-use crate::dir_handle::DirHandle;
+use crate::dir_handle::{DirHandle, ReleasableDir};
 use rustix::fs::FileType;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -43,9 +43,10 @@ pub enum PathError {
 /// A directory files may be named in.
 struct Root {
     path: PathBuf,
-    /// Held open: the job's own directory and its pipeline's. `None`: a
-    /// granted directory, opened by its path when used.
-    handle: Option<Arc<DirHandle>>,
+    /// The job's own directory and its pipeline's, held or found again
+    /// below their parents. `None`: a granted directory, opened by its path
+    /// when used.
+    handle: Option<Arc<ReleasableDir>>,
     writable: bool,
     /// A directory of the grants (not the job's own or its pipeline's).
     granted: bool,
@@ -54,7 +55,7 @@ struct Root {
 impl Root {
     fn open(&self) -> std::io::Result<Arc<DirHandle>> {
         match &self.handle {
-            Some(h) => Ok(h.clone()),
+            Some(h) => h.get(),
             None => DirHandle::open(&self.path).map(Arc::new),
         }
     }
@@ -80,7 +81,7 @@ impl Roots {
     /// directories that do not exist are left out (and so refuse
     /// everything below them).
     pub fn new(
-        job_dir: Arc<DirHandle>,
+        job_dir: Arc<ReleasableDir>,
         pipeline_dir: Option<Arc<DirHandle>>,
         staging: Option<Arc<DirHandle>>,
         read_only: &[PathBuf],
@@ -95,7 +96,7 @@ impl Roots {
         if let Some(p) = pipeline_dir {
             roots.push(Root {
                 path: p.path().to_path_buf(),
-                handle: Some(p),
+                handle: Some(ReleasableDir::held(p)),
                 writable: false,
                 granted: false,
             });
@@ -107,7 +108,7 @@ impl Roots {
                 1,
                 Root {
                     path: s.path().to_path_buf(),
-                    handle: Some(s),
+                    handle: Some(ReleasableDir::held(s)),
                     writable: true,
                     granted: false,
                 },
@@ -135,8 +136,8 @@ impl Roots {
         }
     }
 
-    /// The job's own directory, held.
-    pub fn job_dir(&self) -> &Arc<DirHandle> {
+    /// The job's own directory.
+    pub fn job_dir(&self) -> &Arc<ReleasableDir> {
         self.roots[0]
             .handle
             .as_ref()
@@ -265,7 +266,7 @@ mod tests {
         std::os::unix::fs::symlink(job.join("loop"), job.join("loop")).unwrap();
         std::os::unix::fs::symlink("sub", job.join("inner")).unwrap();
         let job = Arc::new(DirHandle::open(&std::fs::canonicalize(&job).unwrap()).unwrap());
-        let roots = Roots::new(job, None, None, &[data], &[]);
+        let roots = Roots::new(ReleasableDir::held(job), None, None, &[data], &[]);
         (tmp, roots)
     }
 

@@ -36,13 +36,12 @@ fn demo_prints_the_job_tree_and_leaves_the_cell_in_xyzout() {
     assert!(xyzout.lines().any(|l| l.starts_with(EXPECTED_CRYST1)));
 }
 
-#[test]
-fn run_with_json_reports_id_status_and_outputs() {
-    let tmp = tempfile::tempdir().unwrap();
-    let reg = registry(tmp.path());
-    let out_pdb = tmp.path().join("out.pdb");
-    let out = kiln(
-        tmp.path(),
+/// `kiln run demo_copycell --json` in `dir` on the bundled data, writing
+/// XYZOUT to `out`; the report, once it succeeded.
+fn copycell_json(dir: &Path, out: &Path) -> serde_json::Value {
+    let reg = registry(dir);
+    let run = kiln(
+        dir,
         &[
             "run",
             "demo_copycell",
@@ -51,19 +50,26 @@ fn run_with_json_reports_id_status_and_outputs() {
             "--param",
             &format!("XYZIN={}", data("rnase_frag.pdb").display()),
             "--param",
-            &format!("XYZOUT={}", out_pdb.display()),
+            &format!("XYZOUT={}", out.display()),
             "--registry",
             reg.to_str().unwrap(),
             "--json",
         ],
     );
     assert!(
-        out.status.success(),
+        run.status.success(),
         "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
+        text(&run.stdout),
+        text(&run.stderr)
     );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&run.stdout).unwrap()
+}
+
+#[test]
+fn run_with_json_reports_id_status_and_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_pdb = tmp.path().join("out.pdb");
+    let doc = copycell_json(tmp.path(), &out_pdb);
     assert_eq!(doc["job_id"], "1");
     assert_eq!(doc["status"], "succeeded");
     assert_eq!(doc["sub_jobs"].as_array().unwrap().len(), 2);
@@ -71,6 +77,73 @@ fn run_with_json_reports_id_status_and_outputs() {
     assert!(doc["job_dir"].as_str().unwrap().ends_with("job_1"));
     let pdb = std::fs::read_to_string(&out_pdb).unwrap();
     assert!(pdb.contains(EXPECTED_CRYST1));
+}
+
+/// The same run asked for another output: the steps are reused, and the
+/// output is still written where this run asked, from the finished job's
+/// files; once those are gone the step runs again.
+#[test]
+fn a_rerun_that_reuses_its_steps_writes_the_outputs_it_asks_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |out: &Path| copycell_json(tmp.path(), out);
+    let reused = |doc: &serde_json::Value| {
+        doc["sub_jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| !s["reused_from"].is_null())
+            .count()
+    };
+    let (a, b, c) = (
+        tmp.path().join("a.pdb"),
+        tmp.path().join("b.pdb"),
+        tmp.path().join("c.pdb"),
+    );
+    let first = run(&a);
+    assert_eq!(reused(&first), 0);
+    let cell = |p: &Path| {
+        let pdb = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(pdb.contains(EXPECTED_CRYST1), "{pdb}");
+    };
+    cell(&a);
+
+    let second = run(&b);
+    assert_eq!(reused(&second), 2, "{second:#}");
+    cell(&b);
+    assert!(
+        second["outputs"]["XYZOUT"].to_string().contains("b.pdb"),
+        "{second:#}"
+    );
+
+    // The finished steps' own files changed: they are not trusted, the
+    // step runs again.
+    std::fs::remove_file(&a).unwrap();
+    std::fs::remove_file(&b).unwrap();
+    let mut dirs = vec![tmp.path().join("kiln-jobs")];
+    let mut tampered = 0;
+    while let Some(dir) = dirs.pop() {
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            if f.is_dir() {
+                dirs.push(f);
+            } else if f.extension().is_some_and(|e| e == "pdb") {
+                std::fs::write(&f, b"tampered").unwrap();
+                tampered += 1;
+            }
+        }
+    }
+    assert!(tampered >= 2);
+    let third = run(&c);
+    assert_eq!(
+        third["sub_jobs"][1]["reused_from"],
+        serde_json::Value::Null,
+        "{third:#}"
+    );
+    cell(&c);
+    assert!(
+        third["outputs"]["XYZOUT"].to_string().contains("c.pdb"),
+        "{third:#}"
+    );
 }
 
 #[test]

@@ -230,6 +230,9 @@ async fn a_fork_bomb_is_stopped_by_the_jobs_process_limit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_confined_program_can_neither_lower_the_hosts_limits_nor_signal_it() {
     let host = std::process::id().to_string();
+    // Read once a host exists: a host raises its own soft limit on open
+    // files to the hard limit when it starts.
+    let _first = TestHost::new().await;
     let before = std::fs::read_to_string("/proc/self/limits").unwrap();
     for (name, path, args) in [
         (

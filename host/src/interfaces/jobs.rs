@@ -130,6 +130,9 @@ impl PluginState {
             job: &job.id,
         });
         host.publish_state(&job);
+        // Not held while it waits to be started: a plugin may make
+        // thousands (limits.tree_jobs).
+        job.release_dir();
         Ok(SubJobHandle {
             job,
             started: false,

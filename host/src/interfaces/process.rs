@@ -113,7 +113,9 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
         env.push((name.clone(), value.clone()));
     }
     let cwd = match &req.working_dir {
-        None => job.dir_handle().clone(),
+        None => job
+            .dir_handle()
+            .map_err(|e| failed(format!("the job directory: {e}")))?,
         Some(rel) => Arc::new(job_relative_dir(job, rel)?),
     };
     if let Some(StdinSource::Script(s)) = Some(&req.stdin) {
@@ -141,8 +143,11 @@ fn prepare(b: &Bound, req: &SpawnRequest) -> Result<(SpawnSpec, String), HostErr
         .unwrap_or_default();
     let mut args = entry.args.clone();
     args.extend(req.args.iter().cloned());
+    let job_dir = job
+        .dir_handle()
+        .map_err(|e| failed(format!("the job directory: {e}")))?;
     let log = |name: String| process::LogFile {
-        dir: job.dir_handle().clone(),
+        dir: job_dir.clone(),
         name,
     };
     let spec = SpawnSpec {
@@ -181,7 +186,10 @@ fn job_relative_dir(job: &Job, rel: &str) -> Result<DirHandle, HostError> {
             "working directory `{rel}` must be a relative path inside the job directory, without `..`"
         )));
     }
-    job.dir_handle().open_dir(p).map_err(|e| match e.kind() {
+    let dir = job
+        .dir_handle()
+        .map_err(|e| failed(format!("the job directory: {e}")))?;
+    dir.open_dir(p).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => not_found(format!(
             "working directory `{rel}` does not exist in the job directory"
         )),
@@ -256,7 +264,9 @@ impl PluginState {
             }
             // The program reads the very file written, whatever is put in
             // its place afterwards.
-            let written = crate::job::write_job_file(job.dir_handle(), &com, text.as_bytes())
+            let written = job
+                .dir_handle()
+                .and_then(|dir| crate::job::write_job_file(&dir, &com, text.as_bytes()))
                 .map_err(|e| failed(format!("failed to write {com}: {e}")))?;
             spec.stdin = Some(Arc::new(written));
         }

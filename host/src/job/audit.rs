@@ -11,7 +11,7 @@
 //! last [`FLUSH_AFTER`] of lines, which its job's record then shows as
 //! never having ended.
 
-use crate::dir_handle::DirHandle;
+use crate::dir_handle::ReleasableDir;
 use crate::engine::lock;
 use serde::Serialize;
 use std::io::Write;
@@ -73,7 +73,7 @@ pub struct Audit {
 const AUDIT_FILE: &str = "audit.jsonl";
 
 struct AuditFile {
-    dir: Arc<DirHandle>,
+    dir: Arc<ReleasableDir>,
     state: Mutex<Pending>,
 }
 
@@ -86,7 +86,7 @@ struct Pending {
 }
 
 impl Audit {
-    pub fn new(job_dir: Arc<DirHandle>) -> Audit {
+    pub fn new(job_dir: Arc<ReleasableDir>) -> Audit {
         Audit {
             file: Arc::new(AuditFile {
                 dir: job_dir,
@@ -172,7 +172,7 @@ impl AuditFile {
         }
         let lines = std::mem::take(&mut state.lines);
         if state.file.is_none() {
-            match self.dir.append(AUDIT_FILE) {
+            match self.dir.get().and_then(|dir| dir.append(AUDIT_FILE)) {
                 Ok(f) => state.file = Some(f),
                 Err(e) => {
                     eprintln!("kiln: failed to open the audit trail: {e}");
@@ -185,7 +185,7 @@ impl AuditFile {
             if let Err(e) = f.write_all(&lines) {
                 eprintln!(
                     "kiln: failed to write {}: {e}",
-                    self.dir.display_path(AUDIT_FILE).display()
+                    self.dir.path().join(AUDIT_FILE).display()
                 );
             }
         }
@@ -204,8 +204,8 @@ mod tests {
         }
     }
 
-    fn open(dir: &Path) -> Arc<DirHandle> {
-        Arc::new(DirHandle::open(dir).unwrap())
+    fn open(dir: &Path) -> Arc<ReleasableDir> {
+        ReleasableDir::held(Arc::new(crate::dir_handle::DirHandle::open(dir).unwrap()))
     }
 
     fn lines(dir: &Path) -> Vec<serde_json::Value> {

@@ -98,7 +98,9 @@ mod tests {
         std::fs::create_dir(base.join("job")).unwrap();
         std::fs::write(base.join("job/out.pdb"), b"ATOM 1").unwrap();
         let roots = Roots::new(
-            Arc::new(DirHandle::open(&base.join("job")).unwrap()),
+            crate::dir_handle::ReleasableDir::held(Arc::new(
+                DirHandle::open(&base.join("job")).unwrap(),
+            )),
             None,
             None,
             &[],

@@ -1,7 +1,7 @@
 //! Job directories, named as CCP4i2 names them: `<jobs>/job_12` for job 12,
 //! `job_12/job_1` for sub-job 12.1. Numbers continue after the highest
 //! existing directory, so a rerun never reuses (or overwrites) an old job.
-//! Each is held open from the moment it is made (see
+//! Each is opened by handle from the moment it is made (see
 //! [`crate::dir_handle`]): its parent's plugin may swap its path for a link.
 
 use crate::dir_handle::DirHandle;

@@ -4,7 +4,7 @@
 //! planted in its place) and capped at `limits.log_bytes`: past the cap
 //! one last line says so and the rest is dropped (the events still go out).
 
-use crate::dir_handle::DirHandle;
+use crate::dir_handle::ReleasableDir;
 use crate::engine::lock;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -12,14 +12,14 @@ use std::sync::{Arc, Mutex};
 pub const LOG_FILE: &str = "kiln.log";
 
 pub(crate) struct JobLog {
-    dir: Arc<DirHandle>,
+    dir: Arc<ReleasableDir>,
     cap: u64,
     /// Bytes appended so far; `None` once the cap was reached.
     written: Mutex<Option<u64>>,
 }
 
 impl JobLog {
-    pub(crate) fn new(dir: Arc<DirHandle>, cap: u64) -> JobLog {
+    pub(crate) fn new(dir: Arc<ReleasableDir>, cap: u64) -> JobLog {
         JobLog {
             dir,
             cap,
@@ -51,18 +51,22 @@ impl JobLog {
         } else {
             Some(so_far + text.len() as u64)
         };
-        self.dir.append(LOG_FILE)?.write_all(text.as_bytes())
+        self.dir.get()?.append(LOG_FILE)?.write_all(text.as_bytes())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dir_handle::DirHandle;
 
     #[test]
     fn the_log_stops_at_its_cap_with_a_last_line_saying_so() {
         let tmp = tempfile::tempdir().unwrap();
-        let log = JobLog::new(Arc::new(DirHandle::open(tmp.path()).unwrap()), 100);
+        let log = JobLog::new(
+            ReleasableDir::held(Arc::new(DirHandle::open(tmp.path()).unwrap())),
+            100,
+        );
         for i in 0..50 {
             log.append("info", &format!("message {i}")).unwrap();
         }
@@ -83,7 +87,10 @@ mod tests {
         let dir = tmp.path().join("job");
         std::fs::create_dir(&dir).unwrap();
         std::os::unix::fs::symlink(&target, dir.join(LOG_FILE)).unwrap();
-        let log = JobLog::new(Arc::new(DirHandle::open(&dir).unwrap()), 1 << 20);
+        let log = JobLog::new(
+            ReleasableDir::held(Arc::new(DirHandle::open(&dir).unwrap())),
+            1 << 20,
+        );
         assert!(log.append("info", "hello").is_err());
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
     }

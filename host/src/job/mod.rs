@@ -28,7 +28,7 @@ pub use signal_queue::JobSignal;
 pub use subjob::SubJobHandle;
 
 use crate::catalog::TaskInfo;
-use crate::dir_handle::DirHandle;
+use crate::dir_handle::{DirHandle, ReleasableDir};
 use crate::engine::lock;
 use crate::files::Roots;
 use crate::grants::Grants;
@@ -269,8 +269,18 @@ impl Job {
         pipeline: Option<&Arc<Job>>,
         staging: Option<DirHandle>,
     ) -> Arc<Job> {
-        let handle = Arc::new(dir);
-        let pipeline_dir = pipeline.map_or_else(|| handle.clone(), |p| p.pipeline_dir.clone());
+        // A sub-job's directory is released while it waits to start and
+        // once it has ended (see ReleasableDir); a top-level job's is held.
+        let (job_dir, pipeline_dir) = match pipeline {
+            Some(p) => (
+                ReleasableDir::below(p.roots.job_dir().clone(), dir),
+                p.pipeline_dir.clone(),
+            ),
+            None => {
+                let held = Arc::new(dir);
+                (ReleasableDir::held(held.clone()), held)
+            }
+        };
         let tree = pipeline.map_or_else(
             || {
                 Arc::new(JobTree {
@@ -290,13 +300,13 @@ impl Job {
         let read_only: Vec<PathBuf> = grants.read_dirs.iter().map(PathBuf::from).collect();
         let read_write: Vec<PathBuf> = grants.write_dirs.iter().map(PathBuf::from).collect();
         let roots = Roots::new(
-            handle.clone(),
+            job_dir.clone(),
             pipeline.map(|_| pipeline_dir.clone()),
             tree.staging.clone(),
             &read_only,
             &read_write,
         );
-        let dir = handle.path().to_path_buf();
+        let dir = job_dir.path().to_path_buf();
         Arc::new(Job {
             id,
             task,
@@ -315,8 +325,8 @@ impl Job {
                 started: None,
                 ended: None,
             }),
-            audit: Audit::new(handle.clone()),
-            log: job_log::JobLog::new(handle.clone(), grants.limits.log_bytes),
+            audit: Audit::new(job_dir.clone()),
+            log: job_log::JobLog::new(job_dir, grants.limits.log_bytes),
             captures: crate::process::CaptureBudget::new(
                 usize::try_from(grants.limits.output_bytes).unwrap_or(usize::MAX),
             ),
@@ -422,7 +432,11 @@ impl Job {
     /// any that exist already.
     pub(crate) fn allocate_child_dir(&self) -> Result<(u32, DirHandle), JobDirError> {
         let wanted = self.next_child.fetch_add(1, Ordering::SeqCst);
-        let (n, dir) = create_numbered(self.dir_handle(), wanted, wanted == 1)?;
+        let parent = self.dir_handle().map_err(|source| JobDirError {
+            parent: self.dir.display().to_string(),
+            source,
+        })?;
+        let (n, dir) = create_numbered(&parent, wanted, wanted == 1)?;
         self.next_child.fetch_max(n + 1, Ordering::SeqCst);
         Ok((n, dir))
     }
@@ -441,10 +455,22 @@ impl Job {
         Ok(())
     }
 
-    /// The job directory, held: every host-side open in it goes through
-    /// this handle.
-    pub(crate) fn dir_handle(&self) -> &Arc<DirHandle> {
-        self.roots.job_dir()
+    /// The job directory: every host-side open in it goes through this
+    /// handle. An error when the directory, released while the job was
+    /// not running, is no longer the one the host made.
+    pub(crate) fn dir_handle(&self) -> std::io::Result<Arc<DirHandle>> {
+        self.roots.job_dir().get()
+    }
+
+    /// Hold the job directory open while the job runs.
+    pub(crate) fn hold_dir(&self) -> std::io::Result<()> {
+        self.roots.job_dir().hold()
+    }
+
+    /// Stop holding the job directory (a sub-job made and not started, or
+    /// ended); it is found again below its parent's when needed.
+    pub(crate) fn release_dir(&self) {
+        self.roots.job_dir().release()
     }
 
     /// Append a line to the job's `kiln.log`; a failure is reported on the

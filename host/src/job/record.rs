@@ -132,7 +132,7 @@ pub(crate) fn write(
         outputs,
         files,
     })?;
-    job.dir_handle()
+    job.dir_handle()?
         .replace(RECORD_FILE, &text, false)
         .map(drop)
 }

@@ -280,7 +280,7 @@ pub(crate) fn copy_job_files(
     roots: &Roots,
     stop: &AtomicBool,
 ) -> Result<(), String> {
-    let new_dir = roots.job_dir();
+    let new_dir = roots.job_dir().get().map_err(|e| e.to_string())?;
     for kept in &old.files {
         if kept
             .path
@@ -456,7 +456,7 @@ fn make_parents(target: &Path, roots: &Roots) -> std::io::Result<()> {
     let Some(parent) = rest.parent() else {
         return Ok(());
     };
-    let mut at = job_dir.try_clone()?;
+    let mut at = job_dir.get()?.try_clone()?;
     for name in parent.components() {
         let name = name.as_os_str().to_string_lossy();
         at = match at.create_dir(&name) {
@@ -632,7 +632,7 @@ mod tests {
     fn roots_of(dir: &Path) -> Roots {
         let dir = std::fs::canonicalize(dir).unwrap();
         Roots::new(
-            Arc::new(DirHandle::open(&dir).unwrap()),
+            crate::dir_handle::ReleasableDir::held(Arc::new(DirHandle::open(&dir).unwrap())),
             None,
             None,
             &[],

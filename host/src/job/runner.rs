@@ -36,6 +36,11 @@ pub(crate) fn start_job(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotW
 }
 
 async fn run(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotWait>) {
+    // Held from here to the job's end (see record_end).
+    if let Err(e) = job.hold_dir() {
+        let reason = format!("cannot open the job directory: {e}");
+        return finish(&host, &job, JobResult::failed(reason)).await;
+    }
     let jobs = match host.jobs() {
         Ok(jobs) => jobs.clone(),
         Err(e) => return finish(&host, &job, JobResult::failed(e.to_string())).await,
@@ -91,7 +96,10 @@ async fn run(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotWait>) {
             host.warn(&job, format!("failed to write the job's record: {e}"));
         }
         let input = lock(&job.container).to_params_xml(&params_header(&job));
-        let result = match write_job_file(job.dir_handle(), "input_params.xml", input.as_bytes()) {
+        let written = job
+            .dir_handle()
+            .and_then(|dir| write_job_file(&dir, "input_params.xml", input.as_bytes()));
+        let result = match written {
             Ok(_) => execute_with_limits(&host, &job, deadline).await,
             Err(e) => JobResult::failed(format!("failed to write input_params.xml: {e}")),
         };
@@ -115,7 +123,10 @@ async fn run(host: Arc<HostShared>, job: Arc<Job>, slot: Option<SlotWait>) {
             },
         );
         let result = write_end_files(&job, result);
-        if let Err(e) = archive_attempt(job.dir_handle(), attempt) {
+        if let Err(e) = job
+            .dir_handle()
+            .and_then(|dir| archive_attempt(&dir, attempt))
+        {
             break JobResult::failed(format!(
                 "{}; and failed to keep attempt {attempt}'s files for a retry: {e}",
                 result.reason.as_deref().unwrap_or("failed")
@@ -192,11 +203,22 @@ fn watch_disk(host: &Arc<HostShared>, job: &Arc<Job>) {
                 _ = job.wait() => return,
                 _ = tokio::time::sleep(pause) => {}
             }
-            let dir = job.dir_handle().clone();
-            let started = Instant::now();
-            let Ok(Ok((bytes, _))) = tokio::task::spawn_blocking(move || dir.usage()).await else {
+            let Ok(dir) = job.dir_handle() else {
                 pause = DISK_CHECK_MAX;
                 continue;
+            };
+            let started = Instant::now();
+            let bytes = match tokio::task::spawn_blocking(move || dir.usage()).await {
+                Ok(Ok((bytes, _))) => bytes,
+                // Too deep to measure: it cannot be kept under the limit.
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    job.abort(format!("disk limit: {e}"));
+                    return;
+                }
+                _ => {
+                    pause = DISK_CHECK_MAX;
+                    continue;
+                }
             };
             if bytes > limit {
                 job.abort(format!(
@@ -346,8 +368,15 @@ async fn execute(host: Arc<HostShared>, job: Arc<Job>) -> JobResult {
         .stderr(guest_output.clone());
     // The job directory is the guest's only view of the filesystem: the
     // one held, whatever its path has become.
-    if let Err(e) = wasi.preopened_dir(job.dir_handle().fd_path(), "/job", FsPerms::ReadWrite) {
-        return JobResult::failed(format!("failed to open the job directory: {e:#}"));
+    let preopened = match job.dir_handle() {
+        Ok(dir) => wasi
+            .preopened_dir(dir.fd_path(), "/job", FsPerms::ReadWrite)
+            .map(drop)
+            .map_err(|e| format!("{e:#}")),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = preopened {
+        return JobResult::failed(format!("failed to open the job directory: {e}"));
     }
     let memory = usize::try_from(limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
     let state = PluginState::new(
@@ -429,7 +458,8 @@ async fn finish(host: &Arc<HostShared>, job: &Arc<Job>, result: JobResult) {
         let j = job.clone();
         let hashed = bounded(job, move |stop| {
             let outputs = resume::output_files(&container, &j.roots, stop)?;
-            let files = resume::job_files(j.dir_handle(), stop)?;
+            let dir = j.dir_handle().map_err(|e| e.to_string())?;
+            let files = resume::job_files(&dir, stop)?;
             Ok::<_, String>((outputs, files))
         });
         match hashed.await {
@@ -476,17 +506,18 @@ async fn deliver_asked_outputs(job: &Arc<Job>, result: JobResult) -> JobResult {
 /// params.xml, and diagnostic.xml unless the job (or attempt) succeeded.
 fn write_end_files(job: &Job, mut result: JobResult) -> JobResult {
     let params = lock(&job.container).to_params_xml(&params_header(job));
-    if let Err(e) = write_job_file(job.dir_handle(), "params.xml", params.as_bytes())
+    if let Err(e) = job
+        .dir_handle()
+        .and_then(|dir| write_job_file(&dir, "params.xml", params.as_bytes()))
         && result.status == FinishStatus::Succeeded
     {
         result = JobResult::failed(format!("failed to write params.xml: {e}"));
     }
     if result.status != FinishStatus::Succeeded {
-        let _ = write_job_file(
-            job.dir_handle(),
-            "diagnostic.xml",
-            diagnostic_xml(job, &result).as_bytes(),
-        );
+        let diagnostic = diagnostic_xml(job, &result);
+        let _ = job
+            .dir_handle()
+            .and_then(|dir| write_job_file(&dir, "diagnostic.xml", diagnostic.as_bytes()));
     }
     result
 }
@@ -548,6 +579,8 @@ fn record_end(
     });
     host.publish_finished(job, result.status, result.reason.clone());
     job.finish(result);
+    // Ended: a later use finds the directory again below its parent's.
+    job.release_dir();
 }
 
 fn params_header(job: &Job) -> ParamsHeader {

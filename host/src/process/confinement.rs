@@ -245,7 +245,10 @@ impl Confinement {
         read_only.push(job.pipeline_dir().fd_path());
         read_only.extend(job.grants.read_dirs.iter().map(PathBuf::from));
         let mut read_write = kiln_confine::system_read_write_paths();
-        read_write.push(job.dir_handle().fd_path());
+        let job_dir = job
+            .dir_handle()
+            .map_err(|e| format!("the job directory: {e}"))?;
+        read_write.push(job_dir.fd_path());
         read_write.extend(job.staging_dir().map(|d| d.fd_path()));
         read_write.extend(job.grants.write_dirs.iter().map(PathBuf::from));
         // A granted path that does not exist would fail every spawn.

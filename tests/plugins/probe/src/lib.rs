@@ -146,6 +146,18 @@ impl Task for Probe {
                 }
                 kept.len().to_string()
             }
+            ["run-kept", n] => {
+                // One after another, every handle kept to the end.
+                let n: usize = n.parse().map_err(|_| TaskError::failed("bad count"))?;
+                let mut kept = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let sub = job.sub_job("probe")?;
+                    sub.set("controlParameters.MODE", "ok")?;
+                    sub.run()?;
+                    kept.push(sub);
+                }
+                format!("{} ran", kept.len())
+            }
             ["spawn-many", n, c, program, args @ ..] => spawn_many(job, n, c, program, args)?,
             ["forged-handle", n] => {
                 let n: u32 = n.parse().map_err(|_| TaskError::failed("bad handle"))?;
