@@ -138,6 +138,8 @@ async fn a_symlink_out_of_the_job_directory_is_refused() {
     job.wait().await;
     let r = t.host.report(&job);
     assert_denied(&r, "symbolic link", "files");
+    let reason = r.reason.unwrap();
+    assert!(reason.contains("`out/shadow`"), "{reason}");
 
     for (name, mode) in [
         ("loop", "set-file inputData.XYZIN loop"),
@@ -160,7 +162,72 @@ async fn a_symlink_out_of_the_job_directory_is_refused() {
         std::os::unix::fs::symlink(target, job.dir.join(name)).unwrap();
         t.host.start(&job);
         job.wait().await;
-        assert_denied(&t.host.report(&job), "symbolic link", "files");
+        let r = t.host.report(&job);
+        assert_denied(&r, "symbolic link", "files");
+        let reason = r.reason.unwrap();
+        assert!(reason.contains(&format!("`{name}`")), "{reason}");
     }
-    assert!(std::path::Path::new("/etc/passwd").exists());
+}
+
+/// A pinned program rewritten in place, same size and with its mtime put
+/// back, is refused at its next spawn: the pin is checked against what the
+/// file holds, not against the size and mtime seen at the last check.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_program_rewritten_in_place_is_refused() {
+    use sha2::{Digest, Sha256};
+    use std::io::{Seek, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("pinned.sh");
+    let honest = "#!/bin/sh\nexit 0\n";
+    let altered = "#!/bin/sh\nexit 7\n";
+    std::fs::write(&program, honest).unwrap();
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let pin = hex::encode(Sha256::digest(honest));
+    let path = program.clone();
+    let t = TestHost::with_registry(move |mut r| {
+        r.insert(
+            "fake",
+            kiln_host::registry::ProgramEntry {
+                path,
+                args: Vec::new(),
+                env: Default::default(),
+                sha256: Some(pin),
+            },
+        )
+        .unwrap();
+        r
+    })
+    .await;
+    assert_eq!(
+        result_text(&t.probe("outcome fake", None).await),
+        "exited 0"
+    );
+
+    let before = std::fs::metadata(&program).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&program)
+        .unwrap();
+    file.rewind().unwrap();
+    file.write_all(altered.as_bytes()).unwrap();
+    file.set_modified(before.modified().unwrap()).unwrap();
+    drop(file);
+    let after = std::fs::metadata(&program).unwrap();
+    assert_eq!(after.len(), before.len());
+    assert_eq!(after.modified().unwrap(), before.modified().unwrap());
+
+    let r = t.probe("outcome fake", None).await;
+    assert_eq!(r.status, FinishStatus::Failed, "{r:#?}");
+    let reason = r.reason.clone().unwrap();
+    assert!(reason.contains("but the program registry pins"), "{reason}");
+    let audit = audit_lines(&r);
+    assert!(
+        !audit.iter().any(|l| l["event"] == "spawn"),
+        "the altered program was spawned: {audit:#?}"
+    );
+    t.assert_no_leftovers().await;
 }

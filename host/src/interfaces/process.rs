@@ -197,13 +197,24 @@ fn job_relative_dir(job: &Job, rel: &str) -> Result<DirHandle, HostError> {
     })
 }
 
+/// Check the file `path` names now against its pin.
+///
+/// What is promised: at each spawn the file is opened and its identity
+/// (device, inode, size, mtime and ctime) read from the open file; the
+/// content is hashed, from that same open file, whenever the identity
+/// differs from the one last hashed. A write cannot leave ctime as it was
+/// (restoring mtime with `utimensat` sets ctime too), so changed content
+/// is always hashed again. Not promised: the program is then executed by
+/// its path, so a file changed in the instant between this check and the
+/// exec is not caught; a pinned program belongs in a directory that only
+/// its operator can write.
 fn verify_pin(path: &Path, pin: &str) -> Result<(), HostError> {
     use sha2::{Digest, Sha256};
     use std::os::unix::fs::MetadataExt;
+    type Identity = (u64, u64, u64, i64, i64, i64, i64);
     // Hashing a large executable before every spawn would dominate short
-    // runs: a file already verified is trusted until its size, mtime or
-    // inode change.
-    static VERIFIED: std::sync::Mutex<Vec<(PathBuf, (u64, i64, i64, u64), String)>> =
+    // runs, so the hash of an unchanged file is kept.
+    static VERIFIED: std::sync::Mutex<Vec<(PathBuf, Identity, String)>> =
         std::sync::Mutex::new(Vec::new());
     let cannot = |e: std::io::Error| {
         failed(format!(
@@ -211,19 +222,30 @@ fn verify_pin(path: &Path, pin: &str) -> Result<(), HostError> {
             path.display()
         ))
     };
-    let meta = std::fs::metadata(path).map_err(cannot)?;
-    let stamp = (meta.size(), meta.mtime(), meta.mtime_nsec(), meta.ino());
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    let identity = (
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    );
     let known = lock(&VERIFIED)
         .iter()
-        .find(|(p, s, _)| p == path && *s == stamp)
+        .find(|(p, id, _)| p == path && *id == identity)
         .map(|(_, _, h)| h.clone());
     let actual = match known {
         Some(h) => h,
         None => {
-            let h = hex::encode(Sha256::digest(std::fs::read(path).map_err(cannot)?));
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut file, &mut hasher).map_err(cannot)?;
+            let h = hex::encode(hasher.finalize());
             let mut cache = lock(&VERIFIED);
             cache.retain(|(p, _, _)| p != path);
-            cache.push((path.to_path_buf(), stamp, h.clone()));
+            cache.push((path.to_path_buf(), identity, h.clone()));
             h
         }
     };
