@@ -280,10 +280,15 @@ async fn a_confined_program_can_neither_lower_the_hosts_limits_nor_signal_it() {
                 let r = t
                     .probe(&format!("outcome {name}"), Some(grants(&manifest)))
                     .await;
-                assert_ne!(
-                    result_text(&r),
-                    "exited 0",
-                    "{path} {args:?} succeeded (launched directly: {launch_directly})"
+                // The program ran and was refused: not a spawn that failed.
+                let result = result_text(&r);
+                let err =
+                    std::fs::read_to_string(r.job_dir.join("log_err.txt")).unwrap_or_default();
+                assert!(
+                    result.starts_with("exited ")
+                        && result != "exited 0"
+                        && err.contains("Operation not permitted"),
+                    "{path} {args:?} (launched directly: {launch_directly}): {result}, stderr {err:?}"
                 );
             }
             t.assert_no_leftovers().await;

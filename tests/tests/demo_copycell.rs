@@ -77,8 +77,14 @@ async fn demo_copycell_writes_the_mtz_cell_into_cryst1_and_keeps_the_rest() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .find(|l| l["event"] == "spawn")
         .unwrap_or_else(|| panic!("no spawn in {audit1}"));
-    assert_eq!(spawn["event"], "spawn");
     assert_eq!(spawn["program"], "mtzdump");
+    assert_eq!(spawn["process"], 1);
+    assert_eq!(
+        spawn["args"],
+        // The fake registry names the program first; then the plugin's words.
+        serde_json::json!(["mtzdump", "HKLIN", mtz.to_str().unwrap()]),
+        "{audit1}"
+    );
     assert_eq!(spawn["path"], common::FAKE);
     let audit = std::fs::read_to_string(report.job_dir.join("audit.jsonl")).unwrap();
     assert_eq!(
