@@ -9,6 +9,7 @@ use kiln_confine::{
     EXIT_CONFINE_FAILED, EXIT_EXEC_FAILED, Enforcement, NetnsSupport, Network, NetworkApplied,
     Policy, STDERR_PREFIX, SharedNetns, system_read_only_paths, system_read_write_paths,
 };
+use kiln_test_support::{LANDLOCK, LANDLOCK_6, Need, ROOT, test};
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
@@ -16,6 +17,23 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The helper can be executed by uid 65534: every directory above the
+/// build's `target` lets others through.
+const HELPER_RUNS_AS_NOBODY: Need = Need {
+    name: "helper-runs-as-nobody",
+    check: || {
+        let probe = Command::new(HELPER)
+            .arg("--probe")
+            .uid(65534)
+            .gid(65534)
+            .output();
+        match probe {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("{HELPER} cannot be executed by uid 65534: {e}")),
+        }
+    },
+};
 
 fn policy(read_write: &Path) -> Policy {
     let mut p = Policy::system();
@@ -44,7 +62,6 @@ fn wait(mut cmd: Command) -> Run {
     )
 }
 
-#[test]
 fn shadow_is_denied_and_granted_files_are_readable() {
     let rw = tempfile::tempdir().unwrap();
     let ro = tempfile::tempdir().unwrap();
@@ -71,7 +88,6 @@ fn shadow_is_denied_and_granted_files_are_readable() {
     assert!(!ro.path().join("new").exists());
 }
 
-#[test]
 fn writes_only_land_in_the_read_write_tree() {
     let rw = tempfile::tempdir().unwrap();
     let outside = unique("outside");
@@ -103,7 +119,6 @@ fn writes_only_land_in_the_read_write_tree() {
     assert_eq!(std::fs::read_to_string(&inside).unwrap(), "kept\n");
 }
 
-#[test]
 fn denied_network_cannot_reach_a_local_listener() {
     let rw = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -140,7 +155,6 @@ fn denied_network_cannot_reach_a_local_listener() {
     assert!(accepted(&listener));
 }
 
-#[test]
 fn a_directory_granted_by_the_callers_descriptor_is_writable() {
     // The host grants the directories it holds open as
     // /proc/<host pid>/fd/<n>; the helper must still resolve them once it is
@@ -159,7 +173,6 @@ fn a_directory_granted_by_the_callers_descriptor_is_writable() {
     );
 }
 
-#[test]
 fn shared_namespace_is_joined_and_verified() {
     let rw = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -194,7 +207,6 @@ fn shared_namespace_is_joined_and_verified() {
     assert_eq!(applied.warnings.len(), 1, "{:?}", applied.warnings);
 }
 
-#[test]
 fn rlimit_open_files() {
     let rw = tempfile::tempdir().unwrap();
     let mut p = policy(rw.path());
@@ -206,7 +218,6 @@ fn rlimit_open_files() {
     assert_eq!(r.stdout.trim(), format!("2 {}", libc::EMFILE));
 }
 
-#[test]
 fn rlimit_file_size() {
     let rw = tempfile::tempdir().unwrap();
     let mut p = policy(rw.path());
@@ -220,7 +231,6 @@ fn rlimit_file_size() {
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 1000);
 }
 
-#[test]
 fn rlimit_cpu_time_stops_a_busy_loop() {
     let rw = tempfile::tempdir().unwrap();
     let mut p = policy(rw.path());
@@ -231,7 +241,6 @@ fn rlimit_cpu_time_stops_a_busy_loop() {
     assert!(start.elapsed() < Duration::from_secs(15));
 }
 
-#[test]
 fn rlimit_address_space() {
     let rw = tempfile::tempdir().unwrap();
     let mut p = policy(rw.path());
@@ -248,11 +257,7 @@ fn rlimit_address_space() {
     assert_eq!(r.stdout.trim(), "refused");
 }
 
-#[test]
 fn processes_limit_is_refused_for_root_unless_optional() {
-    if unsafe { libc::getuid() } != 0 {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let mut p = policy(rw.path());
     p.rlimits.processes = Some(10);
@@ -281,7 +286,6 @@ fn processes_limit_is_refused_for_root_unless_optional() {
 const LIST_FDS: &str =
     "for ((i = 3; i < 1024; i++)); do [ -e /proc/$$/fd/$i ] && echo $i; done; true";
 
-#[test]
 fn only_stdio_reaches_the_program() {
     let rw = tempfile::tempdir().unwrap();
     let p = policy(rw.path());
@@ -312,7 +316,6 @@ fn only_stdio_reaches_the_program() {
     drop((leaked, read_end, write_end));
 }
 
-#[test]
 fn policy_variable_is_not_visible_to_the_program() {
     let rw = tempfile::tempdir().unwrap();
     let p = policy(rw.path());
@@ -326,7 +329,6 @@ fn policy_variable_is_not_visible_to_the_program() {
     assert_eq!(vars, ["KILN_TEST_VISIBLE=yes", "PATH=/usr/bin:/bin"]);
 }
 
-#[test]
 fn program_starts_without_capabilities_or_ignored_sigpipe() {
     let rw = tempfile::tempdir().unwrap();
     let p = policy(rw.path());
@@ -353,11 +355,7 @@ fn program_starts_without_capabilities_or_ignored_sigpipe() {
     assert!(r.stdout.contains("CapBnd:"), "{}", r.stdout);
 }
 
-#[test]
 fn program_cannot_signal_outside_its_domain() {
-    if kiln_confine::probe().landlock_abi < 6 {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let p = policy(rw.path());
     let script = format!("kill -0 {} && echo reachable", std::process::id());
@@ -366,7 +364,6 @@ fn program_cannot_signal_outside_its_domain() {
     assert!(r.stderr.contains("Operation not permitted"), "{}", r.stderr);
 }
 
-#[test]
 fn probe_and_check_report_this_machine() {
     let support = kiln_confine::probe();
     assert!(support.landlock_abi >= 1, "{support:?}");
@@ -388,7 +385,6 @@ fn probe_and_check_report_this_machine() {
     assert!(applied.warnings.is_empty(), "{:?}", applied.warnings);
 }
 
-#[test]
 fn exit_codes_say_who_failed() {
     let rw = tempfile::tempdir().unwrap();
     let p = policy(rw.path());
@@ -454,7 +450,6 @@ fn exit_codes_say_who_failed() {
     );
 }
 
-#[test]
 fn a_policy_or_cgroup_set_in_the_environment_is_ignored() {
     let granted = tempfile::tempdir().unwrap();
     let other = tempfile::tempdir().unwrap();
@@ -480,7 +475,6 @@ fn a_policy_or_cgroup_set_in_the_environment_is_ignored() {
     assert!(!r.stdout.contains("KILN_CONFINE"), "{}", r.stdout);
 }
 
-#[test]
 fn arguments_pass_literally() {
     let rw = tempfile::tempdir().unwrap();
     let p = policy(rw.path());
@@ -496,11 +490,7 @@ fn arguments_pass_literally() {
 
 /// The same guarantees for a host that is not root: the helper builds its
 /// network namespace inside a user namespace.
-#[test]
 fn unprivileged_user_gets_a_user_namespace() {
-    if unsafe { libc::getuid() } != 0 {
-        return;
-    }
     let nobody = 65534;
     let rw = tempfile::tempdir().unwrap();
     std::fs::set_permissions(rw.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -510,15 +500,6 @@ fn unprivileged_user_gets_a_user_namespace() {
     let port = listener.local_addr().unwrap().port();
     let inside = rw.path().join("by-nobody");
 
-    let reachable = Command::new(HELPER)
-        .arg("--probe")
-        .uid(nobody)
-        .gid(nobody)
-        .output();
-    if reachable.is_err() {
-        eprintln!("skipped: {HELPER} cannot be executed by uid {nobody}");
-        return;
-    }
     let mut check = Command::new(HELPER);
     check
         .arg("--check")
@@ -593,7 +574,6 @@ fn unprivileged_user_gets_a_user_namespace() {
     );
 }
 
-#[test]
 fn system_paths_run_common_programs() {
     let rw = tempfile::tempdir().unwrap();
     let p = policy(rw.path());
@@ -612,4 +592,34 @@ fn system_paths_run_common_programs() {
     assert!(r.status.success(), "{}", r.stderr);
     assert!(r.stdout.contains("lib"));
     assert!(system_read_only_paths().len() > 5 && !system_read_write_paths().is_empty());
+}
+
+fn main() -> std::process::ExitCode {
+    kiln_test_support::run(vec![
+        test!(shadow_is_denied_and_granted_files_are_readable).needs(LANDLOCK),
+        test!(writes_only_land_in_the_read_write_tree).needs(LANDLOCK),
+        test!(denied_network_cannot_reach_a_local_listener).needs(LANDLOCK),
+        test!(a_directory_granted_by_the_callers_descriptor_is_writable).needs(LANDLOCK),
+        test!(shared_namespace_is_joined_and_verified).needs(LANDLOCK),
+        test!(rlimit_open_files).needs(LANDLOCK),
+        test!(rlimit_file_size).needs(LANDLOCK),
+        test!(rlimit_cpu_time_stops_a_busy_loop).needs(LANDLOCK),
+        test!(rlimit_address_space).needs(LANDLOCK),
+        test!(processes_limit_is_refused_for_root_unless_optional)
+            .needs(LANDLOCK)
+            .needs(ROOT),
+        test!(only_stdio_reaches_the_program).needs(LANDLOCK),
+        test!(policy_variable_is_not_visible_to_the_program).needs(LANDLOCK),
+        test!(program_starts_without_capabilities_or_ignored_sigpipe).needs(LANDLOCK),
+        test!(program_cannot_signal_outside_its_domain).needs(LANDLOCK_6),
+        test!(probe_and_check_report_this_machine).needs(LANDLOCK),
+        test!(exit_codes_say_who_failed).needs(LANDLOCK),
+        test!(a_policy_or_cgroup_set_in_the_environment_is_ignored).needs(LANDLOCK),
+        test!(arguments_pass_literally).needs(LANDLOCK),
+        test!(unprivileged_user_gets_a_user_namespace)
+            .needs(LANDLOCK)
+            .needs(ROOT)
+            .needs(HELPER_RUNS_AS_NOBODY),
+        test!(system_paths_run_common_programs).needs(LANDLOCK),
+    ])
 }

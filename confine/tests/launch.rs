@@ -11,6 +11,7 @@ use kiln_confine::{
     ConfineError, Enforcement, Launch, LaunchError, Launcher, Network, NetworkApplied, NsFile,
     Policy, SharedNetns, SharedNetnsRef,
 };
+use kiln_test_support::{LANDLOCK, Need, ROOT, test};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
@@ -29,17 +30,36 @@ use std::time::{Duration, Instant};
 /// exec; a line on stdout comes from the program itself.
 const READY: &str = "echo ready; exec /bin/sleep 10";
 
+/// Where the launcher meets both hierarchies: a cgroup v2 mount and the
+/// v1 `pids` one.
+const V2: &str = "/sys/fs/cgroup/unified";
+const V1_PIDS: &str = "/sys/fs/cgroup/pids";
+const HYBRID_CGROUPS: Need = Need {
+    name: "hybrid-cgroups",
+    check: || {
+        if Path::new(V2).join("cgroup.procs").exists() && Path::new(V1_PIDS).join("tasks").exists()
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "cgroup v2 at {V2} and the v1 pids hierarchy at {V1_PIDS}"
+            ))
+        }
+    },
+};
+
+/// The process [`run_alone`] started: the test counts its descriptors or
+/// drops its capabilities, which other tests running beside it would upset.
+const OWN_PROCESS: Need = Need {
+    name: "own-process",
+    check: || match std::env::var_os(INNER_ENV) {
+        Some(_) => Ok(()),
+        None => Err("runs in a process of its own, started by another test".into()),
+    },
+};
+
 /// Distinguishes the names (cgroups, threads) one test run creates.
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-fn is_root() -> bool {
-    // SAFETY: getuid cannot fail.
-    let root = unsafe { libc::getuid() } == 0;
-    if !root {
-        eprintln!("skipped: needs root");
-    }
-    root
-}
 
 fn policy(read_write: &Path, network: Network) -> Policy {
     let mut p = Policy::system();
@@ -480,11 +500,7 @@ fn getrlimit(resource: libc::__rlimit_resource_t) -> (u64, u64) {
     (r.rlim_cur, r.rlim_max)
 }
 
-#[test]
 fn files_outside_the_policy_stay_closed() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let ro = tempfile::tempdir().unwrap();
     std::fs::write(ro.path().join("data.txt"), "granted content\n").unwrap();
@@ -546,11 +562,7 @@ fn files_outside_the_policy_stay_closed() {
     assert_eq!(err.source.raw_os_error(), Some(libc::EACCES), "{err}");
 }
 
-#[test]
 fn program_gets_exactly_its_arguments_environment_and_directory() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let launcher = Launcher::new(&policy(rw.path(), Network::Allowed)).unwrap();
     let cwd = rw.path().to_str().unwrap();
@@ -577,11 +589,7 @@ fn program_gets_exactly_its_arguments_environment_and_directory() {
     assert_eq!(r.stderr, "");
 }
 
-#[test]
 fn shared_namespace_has_no_network() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -610,11 +618,7 @@ fn shared_namespace_has_no_network() {
     assert!(accepted(&listener));
 }
 
-#[test]
 fn denied_network_gets_a_namespace_per_program() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let launcher = Launcher::new(&policy(rw.path(), Network::Denied)).unwrap();
@@ -623,11 +627,7 @@ fn denied_network_gets_a_namespace_per_program() {
     assert_no_network_and_a_namespace_per_program(&launcher, &listener);
 }
 
-#[test]
 fn stale_shared_namespace_falls_back_to_a_namespace_per_program() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let network = SharedNetns::start(Path::new(HELPER)).unwrap().network();
@@ -664,7 +664,6 @@ fn assert_no_network_and_a_namespace_per_program(launcher: &Launcher, listener: 
     assert_ne!(ns_a, ns_b, "two programs share a namespace");
 }
 
-#[test]
 fn shared_namespace_of_a_user_namespace_is_refused() {
     let file = NsFile {
         path: "/proc/1/ns/net".into(),
@@ -682,11 +681,7 @@ fn shared_namespace_of_a_user_namespace_is_refused() {
     assert!(Launcher::eligible(&p).is_err());
 }
 
-#[test]
 fn only_stdio_reaches_the_program() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let launcher = Launcher::new(&policy(rw.path(), Network::Allowed)).unwrap();
     let (read_end, write_end) = pipe();
@@ -734,11 +729,7 @@ fn only_stdio_reaches_the_program() {
     drop((leaked, read_end, write_end));
 }
 
-#[test]
 fn program_starts_without_privileges() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let launcher = Launcher::new(&policy(rw.path(), Network::Allowed)).unwrap();
     let p = started(&launcher);
@@ -755,11 +746,7 @@ fn program_starts_without_privileges() {
     assert_ne!(hex_field(&own, "CapEff"), 0);
 }
 
-#[test]
 fn other_threads_are_unaffected() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -814,11 +801,7 @@ fn other_threads_are_unaffected() {
     );
 }
 
-#[test]
 fn programs_cannot_signal_or_limit_the_host() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let clean = Clean::start();
     let launcher = Launcher::new(&policy(rw.path(), Network::Allowed)).unwrap();
@@ -916,11 +899,7 @@ fn programs_cannot_signal_or_limit_the_host() {
     other.join().unwrap();
 }
 
-#[test]
 fn programs_cannot_trace_the_host() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let mut p = policy(rw.path(), Network::Allowed);
     // With /proc granted only the kernel's ptrace checks keep the host's
@@ -964,11 +943,7 @@ fn programs_cannot_trace_the_host() {
     assert_eq!(r.stdout, "open\n", "{}", r.stderr);
 }
 
-#[test]
 fn common_programs_run_without_proc_self() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let launcher = Launcher::new(&policy(rw.path(), Network::Allowed)).unwrap();
     let r = run(
@@ -995,11 +970,7 @@ fn common_programs_run_without_proc_self() {
 /// `/proc/self` in the policy (as in [`Policy::system`]) must not grant
 /// the programs the host's own `/proc` entry, as it would if resolved when
 /// the launcher is made (the spawner drops such grants).
-#[test]
 fn host_proc_entry_stays_closed() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let p = policy(rw.path(), Network::Allowed);
     assert!(p.read_only.iter().any(|p| p == Path::new("/proc/self")));
@@ -1018,11 +989,7 @@ fn host_proc_entry_stays_closed() {
     assert!(readable.is_empty(), "readable by a program: {readable:?}");
 }
 
-#[test]
 fn rlimits_apply_to_the_program_only() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let mut p = policy(rw.path(), Network::Allowed);
     p.rlimits.cpu_seconds = Some(10);
@@ -1091,11 +1058,7 @@ fn ready_after(launcher: &Launcher, script: &str, lines: usize) -> (Program, Vec
     (p, got)
 }
 
-#[test]
 fn processes_limit_is_not_applied_to_root() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let mut p = policy(rw.path(), Network::Allowed);
     p.rlimits.processes = Some(100);
@@ -1113,11 +1076,7 @@ fn processes_limit_is_not_applied_to_root() {
     assert!(err.to_string().contains("RLIMIT_NPROC"), "{err}");
 }
 
-#[test]
 fn process_group_of_its_own_when_asked() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let launcher = Launcher::new(&policy(rw.path(), Network::Allowed)).unwrap();
     let me = std::process::id().to_string();
@@ -1142,11 +1101,7 @@ fn process_group_of_its_own_when_asked() {
     assert_eq!(fields[2], own_group, "pgrp");
 }
 
-#[test]
 fn signals_are_default_and_unblocked_in_the_program() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let launcher = Launcher::new(&policy(rw.path(), Network::Allowed)).unwrap();
     let pid = std::process::id();
@@ -1207,11 +1162,7 @@ fn signals_are_default_and_unblocked_in_the_program() {
     }
 }
 
-#[test]
 fn missing_program_fails_at_exec_and_leaves_no_zombie() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let launcher = Launcher::new(&policy(rw.path(), Network::Allowed)).unwrap();
     let name = unique_thread_name();
@@ -1247,11 +1198,7 @@ fn missing_program_fails_at_exec_and_leaves_no_zombie() {
     assert!(r.success(), "{r:?}");
 }
 
-#[test]
 fn bad_working_directory_fails_before_exec() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let launcher = Launcher::new(&policy(rw.path(), Network::Allowed)).unwrap();
     let name = unique_thread_name();
@@ -1282,11 +1229,7 @@ fn bad_working_directory_fails_before_exec() {
     assert!(children_named(&name).is_empty(), "a zombie is left");
 }
 
-#[test]
 fn bad_cgroup_fails_at_the_clone() {
-    if !is_root() {
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let launcher = Launcher::new(&policy(rw.path(), Network::Allowed)).unwrap();
     let name = unique_thread_name();
@@ -1366,17 +1309,7 @@ impl Drop for TestCgroup {
     }
 }
 
-#[test]
 fn born_in_a_v2_cgroup_and_joined_to_a_v1_one() {
-    if !is_root() {
-        return;
-    }
-    const V2: &str = "/sys/fs/cgroup/unified";
-    const V1_PIDS: &str = "/sys/fs/cgroup/pids";
-    if !Path::new(V2).join("cgroup.procs").exists() || !Path::new(V1_PIDS).join("tasks").exists() {
-        eprintln!("skipped: needs cgroup v2 at {V2} and the v1 pids hierarchy at {V1_PIDS}");
-        return;
-    }
     let rw = tempfile::tempdir().unwrap();
     let launcher = Launcher::new(&policy(rw.path(), Network::Allowed)).unwrap();
     let mut v2 = TestCgroup::create(V2);
@@ -1472,44 +1405,21 @@ fn run_alone(name: &str) {
     );
 }
 
-/// Whether this is the process [`run_alone`] started.
-fn alone() -> bool {
-    let alone = std::env::var_os(INNER_ENV).is_some();
-    if !alone {
-        eprintln!("skipped: runs in a process of its own, started by another test");
-    }
-    alone
-}
-
 /// Counting descriptors needs a process of its own: the other tests open
 /// and close theirs meanwhile.
-#[test]
 fn many_launches_from_several_threads() {
-    if is_root() {
-        run_alone("many_launches_inner");
-    }
+    run_alone("many_launches_inner");
 }
 
-#[test]
 fn stdio_taken_from_descriptors_0_to_2_in_any_order() {
-    if is_root() {
-        run_alone("stdio_inner");
-    }
+    run_alone("stdio_inner");
 }
 
-#[test]
 fn launching_thread_without_capabilities() {
-    if is_root() {
-        run_alone("unprivileged_inner");
-    }
+    run_alone("unprivileged_inner");
 }
 
-#[test]
-#[ignore = "run in a process of its own by stdio_taken_from_descriptors_0_to_2_in_any_order"]
 fn stdio_inner() {
-    if !alone() {
-        return;
-    }
     use std::io::Write;
     let rw = tempfile::tempdir().unwrap();
     let launcher = Launcher::new(&policy(rw.path(), Network::Allowed)).unwrap();
@@ -1571,12 +1481,7 @@ fn stdio_inner() {
     assert_eq!(read(a_r), "err\n");
 }
 
-#[test]
-#[ignore = "run in a process of its own by launching_thread_without_capabilities"]
 fn unprivileged_inner() {
-    if !alone() {
-        return;
-    }
     use std::os::unix::fs::PermissionsExt;
     let nobody = 65534;
     let dir = tempfile::tempdir().unwrap();
@@ -1626,12 +1531,7 @@ fn unprivileged_inner() {
     .unwrap();
 }
 
-#[test]
-#[ignore = "run in a process of its own by many_launches_from_several_threads"]
 fn many_launches_inner() {
-    if !alone() {
-        return;
-    }
     const THREADS: usize = 4;
     const EACH: usize = 50;
     let rw = tempfile::tempdir().unwrap();
@@ -1675,4 +1575,99 @@ fn many_launches_inner() {
         );
     }
     drop(holder);
+}
+
+fn main() -> std::process::ExitCode {
+    kiln_test_support::run(vec![
+        test!(files_outside_the_policy_stay_closed)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(program_gets_exactly_its_arguments_environment_and_directory)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(shared_namespace_has_no_network)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(denied_network_gets_a_namespace_per_program)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(stale_shared_namespace_falls_back_to_a_namespace_per_program)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(only_stdio_reaches_the_program)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(program_starts_without_privileges)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(other_threads_are_unaffected)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(programs_cannot_signal_or_limit_the_host)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(programs_cannot_trace_the_host)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(common_programs_run_without_proc_self)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(host_proc_entry_stays_closed)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(rlimits_apply_to_the_program_only)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(processes_limit_is_not_applied_to_root)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(process_group_of_its_own_when_asked)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(signals_are_default_and_unblocked_in_the_program)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(missing_program_fails_at_exec_and_leaves_no_zombie)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(bad_working_directory_fails_before_exec)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(bad_cgroup_fails_at_the_clone)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(born_in_a_v2_cgroup_and_joined_to_a_v1_one)
+            .needs(ROOT)
+            .needs(LANDLOCK)
+            .needs(HYBRID_CGROUPS),
+        test!(many_launches_from_several_threads)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(stdio_taken_from_descriptors_0_to_2_in_any_order)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(launching_thread_without_capabilities)
+            .needs(ROOT)
+            .needs(LANDLOCK),
+        test!(stdio_inner)
+            .needs(ROOT)
+            .needs(LANDLOCK)
+            .needs(OWN_PROCESS)
+            .only_when_asked(
+                "run in a process of its own by stdio_taken_from_descriptors_0_to_2_in_any_order",
+            ),
+        test!(unprivileged_inner)
+            .needs(ROOT)
+            .needs(LANDLOCK)
+            .needs(OWN_PROCESS)
+            .only_when_asked(
+                "run in a process of its own by launching_thread_without_capabilities",
+            ),
+        test!(many_launches_inner)
+            .needs(ROOT)
+            .needs(LANDLOCK)
+            .needs(OWN_PROCESS)
+            .only_when_asked("run in a process of its own by many_launches_from_several_threads"),
+        test!(shared_namespace_of_a_user_namespace_is_refused),
+    ])
 }

@@ -8,8 +8,55 @@ mod common;
 use common::{TestHost, grants, outside_file, result_text};
 use kiln_host::FinishStatus;
 use kiln_host::registry::ProgramEntry;
+use kiln_test_support::{LANDLOCK, LANDLOCK_6, Need, tokio_test};
 
-#[tokio::test(flavor = "multi_thread")]
+/// A pids controller where this user may make cgroups: the v1 `pids`
+/// hierarchy, or cgroup v2 with `pids` enabled below its root. The host
+/// bounds a job's processes (`program_processes`) with it; without one,
+/// the limit is not applied.
+const PIDS_CGROUP: Need = Need {
+    name: "pids-cgroup",
+    check: || {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mounts: Vec<(String, String, String)> = info
+            .lines()
+            .filter_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                let mut r = right.split_whitespace();
+                let fstype = r.next()?.to_string();
+                let options = r.nth(1)?.to_string();
+                Some((fstype, options, left.split_whitespace().nth(4)?.to_string()))
+            })
+            .collect();
+        let v1 = mounts
+            .iter()
+            .find(|(t, o, _)| t == "cgroup" && o.split(',').any(|o| o == "pids"))
+            .map(|(_, _, m)| m.clone());
+        let v2 = mounts
+            .iter()
+            .find(|(t, _, m)| {
+                t == "cgroup2"
+                    && std::fs::read_to_string(format!("{m}/cgroup.subtree_control"))
+                        .is_ok_and(|c| c.split_whitespace().any(|c| c == "pids"))
+            })
+            .map(|(_, _, m)| m.clone());
+        let writable = |mount: &String| {
+            let probe =
+                std::path::Path::new(mount).join(format!("kiln-test-probe-{}", std::process::id()));
+            let made = std::fs::create_dir(&probe).is_ok();
+            let _ = std::fs::remove_dir(&probe);
+            made
+        };
+        if v1.iter().chain(v2.iter()).any(writable) {
+            Ok(())
+        } else {
+            Err(format!(
+                "no pids cgroup this user may write (v1 pids: {v1:?}, cgroup v2 with pids: {v2:?})"
+            ))
+        }
+    },
+};
+
 async fn reading_and_writing_outside_the_grants_fails_inside_the_program() {
     let t = TestHost::new().await;
 
@@ -33,7 +80,6 @@ async fn reading_and_writing_outside_the_grants_fails_inside_the_program() {
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_confined_program_reads_its_inputs_and_writes_its_job_directory() {
     let t = TestHost::new().await;
     let data = t.jobs.path().join("inputs");
@@ -61,7 +107,6 @@ async fn a_confined_program_reads_its_inputs_and_writes_its_job_directory() {
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn programs_have_no_network_unless_granted() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -102,7 +147,6 @@ async fn programs_have_no_network_unless_granted() {
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn required_confinement_refuses_to_run_a_program_unconfined() {
     // This machine supports confinement: required, programs still run.
     let t = TestHost::new().await;
@@ -135,7 +179,6 @@ async fn required_confinement_refuses_to_run_a_program_unconfined() {
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn programs_with_rlimits_are_confined_launched_or_through_the_helper() {
     for direct in [true, false] {
         rlimits_and_confinement(direct).await;
@@ -172,17 +215,7 @@ async fn rlimits_and_confinement(launch_directly: bool) {
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_fork_bomb_is_stopped_by_the_jobs_process_limit() {
-    // The limit is the job's pids cgroup: without one this user may make,
-    // the host does not bound a job's processes.
-    let probe = std::path::Path::new("/sys/fs/cgroup/pids")
-        .join(format!("kiln-test-probe-{}", std::process::id()));
-    if std::fs::create_dir(&probe).is_err() {
-        eprintln!("skipped: no pids cgroup hierarchy this user may write");
-        return;
-    }
-    let _ = std::fs::remove_dir(&probe);
     let t = TestHost::with_registry(|mut r| {
         r.insert(
             "fake",
@@ -227,7 +260,6 @@ async fn a_fork_bomb_is_stopped_by_the_jobs_process_limit() {
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_confined_program_can_neither_lower_the_hosts_limits_nor_signal_it() {
     let host = std::process::id().to_string();
     // Read once a host exists: a host raises its own soft limit on open
@@ -298,4 +330,22 @@ async fn a_confined_program_can_neither_lower_the_hosts_limits_nor_signal_it() {
         std::fs::read_to_string("/proc/self/limits").unwrap(),
         before
     );
+}
+
+fn main() -> std::process::ExitCode {
+    kiln_test_support::run(vec![
+        tokio_test!(reading_and_writing_outside_the_grants_fails_inside_the_program)
+            .needs(LANDLOCK),
+        tokio_test!(a_confined_program_reads_its_inputs_and_writes_its_job_directory)
+            .needs(LANDLOCK),
+        tokio_test!(programs_have_no_network_unless_granted).needs(LANDLOCK),
+        tokio_test!(required_confinement_refuses_to_run_a_program_unconfined).needs(LANDLOCK),
+        tokio_test!(programs_with_rlimits_are_confined_launched_or_through_the_helper)
+            .needs(LANDLOCK),
+        tokio_test!(a_fork_bomb_is_stopped_by_the_jobs_process_limit)
+            .needs(LANDLOCK)
+            .needs(PIDS_CGROUP),
+        tokio_test!(a_confined_program_can_neither_lower_the_hosts_limits_nor_signal_it)
+            .needs(LANDLOCK_6),
+    ])
 }

@@ -4,7 +4,8 @@
 //! program can leave it, but it cannot leave its cgroup.
 //!
 //! Two hierarchies are used where mounted:
-//! - cgroup v2: `kiln-<pidns>-<pid>-<start>-<n>/job-<id>` with `cgroup.kill`.
+//! - cgroup v2: `kiln-<pidns>-<pid>-<start>-<n>/job-<id>` with `cgroup.kill`,
+//!   and `pids.max` where v2 has the pids controller.
 //! - cgroup v1 `pids`: the same layout, with `pids.max` bounding fork bombs.
 //!
 //! A program is in them before it execs: a launched one (the usual way)
@@ -56,6 +57,16 @@ impl CgroupRoot {
             sweep_dead_hosts(mount);
         }
         let v2 = v2_mount.and_then(|m| make(m, "cgroup.kill"));
+        // Where the v2 hierarchy has the pids controller (a v2-only host),
+        // job cgroups get `pids.max` through it. Failing that is no error:
+        // the v1 one, or none, bounds processes instead.
+        if let Some(dir) = &v2 {
+            let offered = std::fs::read_to_string(dir.join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == "pids"));
+            if offered {
+                let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+pids");
+            }
+        }
         let v1_pids = v1_mount.and_then(|m| make(m, "pids.max"));
         (v2.is_some() || v1_pids.is_some()).then_some(CgroupRoot { v2, v1_pids })
     }
@@ -71,6 +82,12 @@ impl CgroupRoot {
             let _ = std::fs::write(dir.join("pids.max"), max.to_string());
         }
         let v2 = make(&self.v2);
+        if let (Some(dir), Some(max)) = (&v2, pids_max) {
+            let limit = dir.join("pids.max");
+            if limit.exists() {
+                let _ = std::fs::write(limit, max.to_string());
+            }
+        }
         let open = |path: Option<PathBuf>, write: bool| {
             let mut options = std::fs::OpenOptions::new();
             if write {
