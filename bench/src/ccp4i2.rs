@@ -136,10 +136,18 @@ impl Ccp4i2 {
         )
     }
 
-    /// Run `program` `n` times at concurrency `c` through the manager; the
-    /// time from the first start to the last completion handler, measured
-    /// inside Python (its start-up and import are not counted).
-    pub fn run(&self, program: &Path, n: usize, c: usize, dir: &Path) -> Result<Duration> {
+    /// Run `program` with `args` `n` times at concurrency `c` through the
+    /// manager; the time from the first start to the last completion
+    /// handler, measured inside Python (its start-up and import are not
+    /// counted).
+    pub fn run(
+        &self,
+        program: &Path,
+        args: &[String],
+        n: usize,
+        c: usize,
+        dir: &Path,
+    ) -> Result<Duration> {
         std::fs::create_dir_all(dir)?;
         let out = run(
             Command::new(&self.python)
@@ -148,6 +156,7 @@ impl Ccp4i2 {
                 .arg(n.to_string())
                 .arg(c.to_string())
                 .arg(dir.join("jobs"))
+                .args(args)
                 .env("PYTHONDONTWRITEBYTECODE", "1"),
             Duration::from_secs(120) + Duration::from_millis(50 * n as u64),
             dir,

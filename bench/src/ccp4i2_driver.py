@@ -4,7 +4,7 @@ to it, stderr to <log>_err.txt), a working directory, an environment and a
 synchronous completion handler, no timeout. All N are started at once and
 the manager's semaphore keeps at most C running.
 
-Usage: driver.py PROGRAM N C WORKDIR
+Usage: driver.py PROGRAM N C WORKDIR [ARG...]
 C is a number, or "default" for the manager's own _max_concurrent.
 Prints one JSON line: the time from the first startProcess to the last
 handler, and how many programs failed.
@@ -22,6 +22,7 @@ from ccp4i2.core.async_process_manager import ASYNC_PROCESSMANAGER
 
 def main():
     program, n, concurrency, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    args = sys.argv[5:]
     os.makedirs(workdir, exist_ok=True)
     pm = ASYNC_PROCESSMANAGER()
     default = pm._max_concurrent
@@ -61,7 +62,7 @@ def main():
     for i in range(n):
         pm.startProcess(
             command=program,
-            args=[],
+            args=args,
             inputFile=None,
             logFile=os.path.join(workdir, f"log_{i}.txt"),
             cwd=workdir,

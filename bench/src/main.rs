@@ -9,10 +9,14 @@
 //!   layer called directly (unconfined, confined as the host does it, and
 //!   through the confinement helper), Kiln through a plugin (the `probe`
 //!   test plugin's `spawn-many`, unconfined and confined), and CCP4i2
-//!   3.0.1's AsyncProcessManager under Python 3 (see [`spawn`]);
+//!   3.0.1's AsyncProcessManager under Python 3; Kiln through a plugin and
+//!   CCP4i2 once more with programs that each write one line (`echo`), so
+//!   that both create their log files (see [`spawn`]);
 //! - 1 GiB written to stdout by a program and streamed by Kiln into the
-//!   job's `log.txt`, against the same program piped into a reader that
-//!   discards it, and Kiln's peak RSS meanwhile (see [`output`]);
+//!   job's `log.txt`, checked by content, against the same program piped
+//!   into a reader that discards it (through a default pipe, and through
+//!   one grown to 1 MiB as Kiln grows its own), and Kiln's peak RSS
+//!   meanwhile (see [`output`]);
 //! - the latency from cancelling a job to all its programs being gone (see
 //!   [`cancel`]).
 //!
@@ -75,8 +79,8 @@ struct Cli {
     skip_python: bool,
     /// Run only these benchmarks (comma-separated): the spawn-and-wait
     /// variants floor, floor-files, layer-unconfined, layer-confined,
-    /// layer-helper, plugin-unconfined, plugin-confined, ccp4i2; and log,
-    /// cancel.
+    /// layer-helper, plugin-unconfined, plugin-confined,
+    /// plugin-confined-line, ccp4i2, ccp4i2-line; and log, cancel.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     #[command(subcommand)]
@@ -94,6 +98,8 @@ enum Internal {
     #[command(hide = true)]
     LogJob {
         bytes: u64,
+        /// The sha256 of what the program writes, to check log.txt by.
+        sha256: String,
         jobs_dir: PathBuf,
         probe: PathBuf,
     },
@@ -132,9 +138,10 @@ fn main() -> ExitCode {
         Some(Internal::Spew { bytes }) => output::spew(bytes),
         Some(Internal::LogJob {
             bytes,
+            sha256,
             jobs_dir,
             probe,
-        }) => output::log_job_child(bytes, &jobs_dir, &probe),
+        }) => output::log_job_child(bytes, &sha256, &jobs_dir, &probe),
         None => run_benchmarks(&cli),
     };
     match result {
@@ -246,7 +253,9 @@ async fn benchmarks(s: &Settings) -> Result<Report> {
     // CCP4i2 first: a pip install is the slow, network-bound part.
     let python = match s.python {
         PythonMode::Skip => Err("skipped: --skip-python".to_string()),
-        _ if !s.wants("ccp4i2") => Err("skipped: not in --only".to_string()),
+        _ if !s.wants("ccp4i2") && !s.wants("ccp4i2-line") => {
+            Err("skipped: not in --only".to_string())
+        }
         mode => {
             eprintln!("kiln-bench: preparing CCP4i2's AsyncProcessManager...");
             ccp4i2::Ccp4i2::prepare(mode == PythonMode::Install, scratch.path())
@@ -276,23 +285,34 @@ async fn benchmarks(s: &Settings) -> Result<Report> {
             None => Row::skipped(&label, "not run"),
         });
     }
-    let label = format!(
-        "CCP4i2 AsyncProcessManager / Kiln through plugin, c={}",
-        spawn::CCP4I2_OWN
-    );
-    targets.push(match spawned.ccp4i2_over_plugin(spawn::CCP4I2_OWN) {
-        Some(r) => Row::ratio(&label, Some(r), ">=", MIN_CCP4I2_OVER_KILN, "x"),
-        None => Row::skipped(
-            &label,
-            python.as_ref().err().map_or("not run", |s| s.as_str()),
+    // Silent programs (Kiln creates no log file for them, CCP4i2's manager
+    // opens two each) and programs that write one line (both create them).
+    for (programs, ratio) in [
+        ("silent", spawned.ccp4i2_over_plugin(spawn::CCP4I2_OWN)),
+        (
+            "one line each",
+            spawned.ccp4i2_over_plugin_one_line(spawn::CCP4I2_OWN),
         ),
-    });
+    ] {
+        let label = format!(
+            "CCP4i2 AsyncProcessManager / Kiln through plugin, c={}, {programs}",
+            spawn::CCP4I2_OWN
+        );
+        targets.push(match ratio {
+            Some(r) => Row::ratio(&label, Some(r), ">=", MIN_CCP4I2_OVER_KILN, "x"),
+            None => Row::skipped(
+                &label,
+                python.as_ref().err().map_or("not run", |s| s.as_str()),
+            ),
+        });
+    }
 
     let label = format!(
         "log.txt throughput / plain pipe ({} MiB, median of {})",
         s.log_bytes >> 20,
         s.log_rounds
     );
+    let big_label = "log.txt throughput / plain pipe grown to 1 MiB, as Kiln's";
     if s.wants("log") {
         eprintln!(
             "kiln-bench: {} bytes through stdout into log.txt...",
@@ -308,6 +328,17 @@ async fn benchmarks(s: &Settings) -> Result<Report> {
             "",
         ));
         targets.push(Row::ratio(
+            big_label,
+            Some(log.kiln_over_big_pipe),
+            ">=",
+            MIN_LOG_OVER_PIPE,
+            "",
+        ));
+        targets.push(Row::info(
+            "  every log.txt and file checked by sha256 of the bytes written",
+            "yes".to_string(),
+        ));
+        targets.push(Row::ratio(
             "Kiln peak RSS during the log job",
             Some(log.peak_rss_mib),
             "<",
@@ -315,8 +346,11 @@ async fn benchmarks(s: &Settings) -> Result<Report> {
             " MiB",
         ));
         targets.push(Row::info(
-            "  MiB/s: plain pipe / Kiln plugin to log.txt",
-            format!("{:.0} / {:.0}", log.pipe_mib_s, log.kiln_mib_s),
+            "  MiB/s: plain pipe / 1 MiB pipe / Kiln plugin to log.txt",
+            format!(
+                "{:.0} / {:.0} / {:.0}",
+                log.pipe_mib_s, log.big_pipe_mib_s, log.kiln_mib_s
+            ),
         ));
         targets.push(Row::info(
             "  MiB/s: plain pipe to a file / Kiln process layer alone",
@@ -331,6 +365,7 @@ async fn benchmarks(s: &Settings) -> Result<Report> {
         ));
     } else {
         targets.push(Row::skipped(&label, "not run"));
+        targets.push(Row::skipped(big_label, "not run"));
         targets.push(Row::skipped("Kiln peak RSS during the log job", "not run"));
     }
 

@@ -2,8 +2,12 @@
 //! default) to stdout and Kiln, running it for the probe plugin, streams it
 //! into the job's `log.txt`. Compared, in the same rounds, with the same
 //! program piped into a plain reader that discards the data (the
-//! `prog | cat > /dev/null` floor) and, for reference, into a plain reader
-//! that writes a file (the same work as Kiln's, without a host).
+//! `prog | cat > /dev/null` floor), once through a default 64 KiB pipe read
+//! 64 KiB at a time and once through a pipe grown to 1 MiB and read 1 MiB
+//! at a time, as Kiln grows and reads its own; and, for reference, into a
+//! plain reader that writes a file (the same work as Kiln's, without a
+//! host). Each file written is checked by content: its sha256 against that
+//! of the bytes the program writes, outside the timing.
 //!
 //! Also for reference: Kiln's process layer called directly (log files and
 //! capture, no plugin, no line events), in this process.
@@ -24,14 +28,57 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Read and write size: one default pipe buffer, and what Kiln reads at once.
+/// Write size, and the read size of the default-pipe reference: one
+/// default pipe buffer, and what Kiln reads at first.
 const CHUNK: usize = 64 << 10;
+/// The pipe size and read size Kiln grows to under a fast writer.
+const BIG_PIPE: usize = 1 << 20;
+
+/// One chunk of what `spew` writes: its output is this, repeated and cut.
+fn spew_chunk() -> Vec<u8> {
+    let line = b"kiln-bench: a line of program output, as a log would have it...\n";
+    line.iter().copied().cycle().take(CHUNK).collect()
+}
+
+/// The sha256 of what `spew bytes` writes.
+pub fn spew_sha256(bytes: u64) -> String {
+    use sha2::Digest;
+    let chunk = spew_chunk();
+    let mut hasher = sha2::Sha256::new();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        hasher.update(&chunk[..n]);
+        left -= n as u64;
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The file holds exactly what `spew` wrote: `sha256` of `bytes` bytes.
+fn check_content(path: &Path, bytes: u64, sha256: &str) -> Result<()> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path).with_context(|| format!("no {}", path.display()))?;
+    let len = file.metadata()?.len();
+    ensure!(
+        len == bytes,
+        "{} holds {len} bytes, not {bytes}",
+        path.display()
+    );
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    let got = hex::encode(hasher.finalize());
+    ensure!(
+        got == sha256,
+        "{} has sha256 {got}, but the program wrote {sha256}",
+        path.display()
+    );
+    Ok(())
+}
 
 /// Write `bytes` of text lines to stdout (the program the benchmark runs).
 pub fn spew(bytes: u64) -> Result<()> {
     use std::os::fd::AsFd;
-    let line = b"kiln-bench: a line of program output, as a log would have it...\n";
-    let chunk: Vec<u8> = line.iter().copied().cycle().take(CHUNK).collect();
+    let chunk = spew_chunk();
     // Straight to the descriptor: Stdout's line buffering would split the
     // writes at every newline.
     let mut out = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
@@ -58,7 +105,7 @@ struct ChildReport {
 /// The child's side: a host (confinement as by default) and the probe
 /// plugin running `fake BYTES`, where `fake` is this executable's `spew`;
 /// prints a [`ChildReport`] as JSON.
-pub fn log_job_child(bytes: u64, jobs_dir: &Path, probe: &Path) -> Result<()> {
+pub fn log_job_child(bytes: u64, sha256: &str, jobs_dir: &Path, probe: &Path) -> Result<()> {
     let exe = std::env::current_exe()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -76,13 +123,10 @@ pub fn log_job_child(bytes: u64, jobs_dir: &Path, probe: &Path) -> Result<()> {
         let seconds = start.elapsed().as_secs_f64();
         let result = report.outputs["RESULT"].as_str().unwrap_or_default();
         ensure!(result == "exited 0", "the program ended `{result}`");
-        let log = report.job_dir.join("log.txt");
-        let len = std::fs::metadata(&log)
-            .with_context(|| format!("no {}", log.display()))?
-            .len();
-        ensure!(len == bytes, "log.txt holds {len} bytes, not {bytes}");
-        remove_dir(&report.job_dir);
+        // The peak is read before the check, which reads the whole file.
         let job_peak_rss_kib = proc_status_kib("VmHWM")?;
+        check_content(&report.job_dir.join("log.txt"), bytes, sha256)?;
+        remove_dir(&report.job_dir);
         Ok::<_, anyhow::Error>(ChildReport {
             seconds,
             rss_before_kib,
@@ -105,9 +149,12 @@ fn proc_status_kib(field: &str) -> Result<u64> {
 }
 
 pub struct LogResults {
-    /// Median over rounds of Kiln's throughput over the plain pipe's.
+    /// Median over rounds of Kiln's throughput over the plain pipe's: the
+    /// default 64 KiB pipe, and one of 1 MiB as Kiln's.
     pub kiln_over_pipe: f64,
+    pub kiln_over_big_pipe: f64,
     pub pipe_mib_s: f64,
+    pub big_pipe_mib_s: f64,
     pub kiln_mib_s: f64,
     pub pipe_file_mib_s: f64,
     pub layer_mib_s: f64,
@@ -129,8 +176,10 @@ pub async fn measure(
     let dir = scratch.join("log");
     std::fs::create_dir_all(&dir)?;
     let mib = bytes as f64 / (1u64 << 20) as f64;
+    let sha256 = spew_sha256(bytes);
     let (mut pipe, mut kiln, mut file, mut layer, mut ratio) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let (mut big_pipe, mut big_ratio) = (vec![], vec![]);
     let (mut peak, mut lifetime, mut before) = (0u64, 0u64, 0u64);
     for round in 0..rounds {
         // Alternate which goes first: the page cache and the disk's
@@ -138,37 +187,44 @@ pub async fn measure(
         let kiln_first = round % 2 == 1;
         let run_kiln = || {
             let (exe, jobs, probe) = (exe.to_path_buf(), dir.join("jobs"), probe.to_path_buf());
-            tokio::task::spawn_blocking(move || kiln_child(&exe, bytes, &jobs, &probe))
+            let sha256 = sha256.clone();
+            tokio::task::spawn_blocking(move || kiln_child(&exe, bytes, &sha256, &jobs, &probe))
         };
-        let run_pipe = || {
+        let run_pipe = |size: Option<usize>| {
             let exe = exe.to_path_buf();
-            tokio::task::spawn_blocking(move || pipe_to_null(&exe, bytes))
+            tokio::task::spawn_blocking(move || pipe_into(&exe, bytes, None, size))
         };
-        let (k, p) = if kiln_first {
+        let (k, p, b) = if kiln_first {
             let k = run_kiln().await??;
-            (k, run_pipe().await??)
+            (k, run_pipe(None).await??, run_pipe(Some(BIG_PIPE)).await??)
         } else {
-            let p = run_pipe().await??;
-            (run_kiln().await??, p)
+            let p = run_pipe(None).await??;
+            let b = run_pipe(Some(BIG_PIPE)).await??;
+            (run_kiln().await??, p, b)
         };
         peak = peak.max(k.job_peak_rss_kib);
         lifetime = lifetime.max(k.lifetime_peak_rss_kib);
         before = before.max(k.rss_before_kib);
-        let (k, p) = (k.seconds, p.as_secs_f64());
+        let (k, p, b) = (k.seconds, p.as_secs_f64(), b.as_secs_f64());
         let f = {
-            let (exe, path) = (exe.to_path_buf(), dir.join("plain.txt"));
-            tokio::task::spawn_blocking(move || pipe_to_file(&exe, bytes, &path)).await??
+            let (exe, path, sha256) = (exe.to_path_buf(), dir.join("plain.txt"), sha256.clone());
+            tokio::task::spawn_blocking(move || pipe_to_file(&exe, bytes, &path, &sha256)).await??
         }
         .as_secs_f64();
-        let l = layer_to_file(exe, bytes, &dir).await?.as_secs_f64();
+        let l = layer_to_file(exe, bytes, &sha256, &dir)
+            .await?
+            .as_secs_f64();
         eprintln!(
-            "kiln-bench: round {}/{rounds}: pipe {:.0} MiB/s, log.txt {:.0} MiB/s, pipe to a file {:.0} MiB/s, process layer {:.0} MiB/s",
+            "kiln-bench: round {}/{rounds}: pipe {:.0} MiB/s, 1 MiB pipe {:.0} MiB/s, log.txt {:.0} MiB/s, pipe to a file {:.0} MiB/s, process layer {:.0} MiB/s",
             round + 1,
             mib / p,
+            mib / b,
             mib / k,
             mib / f,
             mib / l
         );
+        big_pipe.push(mib / b);
+        big_ratio.push(b / k);
         pipe.push(mib / p);
         kiln.push(mib / k);
         file.push(mib / f);
@@ -177,7 +233,9 @@ pub async fn measure(
     }
     Ok(LogResults {
         kiln_over_pipe: median(&ratio),
+        kiln_over_big_pipe: median(&big_ratio),
         pipe_mib_s: median(&pipe),
+        big_pipe_mib_s: median(&big_pipe),
         kiln_mib_s: median(&kiln),
         pipe_file_mib_s: median(&file),
         layer_mib_s: median(&layer),
@@ -188,10 +246,17 @@ pub async fn measure(
     })
 }
 
-fn kiln_child(exe: &Path, bytes: u64, jobs_dir: &Path, probe: &Path) -> Result<ChildReport> {
+fn kiln_child(
+    exe: &Path,
+    bytes: u64,
+    sha256: &str,
+    jobs_dir: &Path,
+    probe: &Path,
+) -> Result<ChildReport> {
     let out = Command::new(exe)
         .arg("log-job")
         .arg(bytes.to_string())
+        .arg(sha256)
         .arg(jobs_dir)
         .arg(probe)
         .stdin(Stdio::null())
@@ -208,7 +273,7 @@ fn kiln_child(exe: &Path, bytes: u64, jobs_dir: &Path, probe: &Path) -> Result<C
 
 /// Kiln's process layer on its own, unconfined, without line events: what
 /// the log path costs before the plugin interface adds to it.
-async fn layer_to_file(exe: &Path, bytes: u64, dir: &Path) -> Result<Duration> {
+async fn layer_to_file(exe: &Path, bytes: u64, sha256: &str, dir: &Path) -> Result<Duration> {
     let run = dir.join("layer");
     std::fs::create_dir_all(&run)?;
     let log = run.join("log.txt");
@@ -227,26 +292,31 @@ async fn layer_to_file(exe: &Path, bytes: u64, dir: &Path) -> Result<Duration> {
         .await;
     let elapsed = start.elapsed();
     ensure!(outcome == Outcome::Exited(0), "spew {outcome}");
-    let len = std::fs::metadata(&log)?.len();
-    ensure!(len == bytes, "log.txt holds {len} bytes, not {bytes}");
+    check_content(&log, bytes, sha256)?;
     remove_dir(&run);
     Ok(elapsed)
 }
 
-/// The floor: the program piped into a reader that discards everything.
-fn pipe_to_null(exe: &Path, bytes: u64) -> Result<Duration> {
-    pipe_into(exe, bytes, None)
-}
-
 /// The program piped into a plain reader that writes a file.
-fn pipe_to_file(exe: &Path, bytes: u64, path: &Path) -> Result<Duration> {
+fn pipe_to_file(exe: &Path, bytes: u64, path: &Path, sha256: &str) -> Result<Duration> {
     let file = std::fs::File::create(path)?;
-    let elapsed = pipe_into(exe, bytes, Some(file));
+    let elapsed = pipe_into(exe, bytes, Some(file), None)?;
+    check_content(path, bytes, sha256)?;
     std::fs::remove_file(path)?;
-    elapsed
+    Ok(elapsed)
 }
 
-fn pipe_into(exe: &Path, bytes: u64, mut sink: Option<std::fs::File>) -> Result<Duration> {
+/// The program piped into a plain reader, which discards what it reads
+/// (the floor) or writes it to `sink`. With `pipe_size`, the pipe is grown
+/// to it and read that much at a time; else it is the default pipe, read
+/// [`CHUNK`] at a time.
+fn pipe_into(
+    exe: &Path,
+    bytes: u64,
+    mut sink: Option<std::fs::File>,
+    pipe_size: Option<usize>,
+) -> Result<Duration> {
+    use std::os::fd::AsRawFd;
     let start = Instant::now();
     let mut child = Command::new(exe)
         .arg("spew")
@@ -256,7 +326,16 @@ fn pipe_into(exe: &Path, bytes: u64, mut sink: Option<std::fs::File>) -> Result<
         .stderr(Stdio::null())
         .spawn()?;
     let mut pipe = child.stdout.take().context("no stdout pipe")?;
-    let mut buf = vec![0u8; CHUNK];
+    if let Some(size) = pipe_size {
+        // SAFETY: F_SETPIPE_SZ only resizes the pipe's buffer.
+        let set = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) };
+        ensure!(
+            set >= size as libc::c_int,
+            "cannot grow the pipe to {size} bytes: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let mut buf = vec![0u8; pipe_size.unwrap_or(CHUNK)];
     let mut total = 0u64;
     loop {
         let n = pipe.read(&mut buf)?;

@@ -12,7 +12,11 @@
 //! - Kiln through a plugin: the `probe` plugin's `spawn-many N C fake`
 //!   (wait-any over C programs), the whole host path a task takes, with
 //!   confinement off and on (on is what the host does by default);
-//! - CCP4i2's AsyncProcessManager (see [`crate::ccp4i2`]).
+//! - CCP4i2's AsyncProcessManager (see [`crate::ccp4i2`]);
+//! - Kiln through a plugin, confined, and CCP4i2 with `echo` instead, one
+//!   line from each program: Kiln creates a log file only when a program
+//!   writes, CCP4i2's manager opens two for every program, so the silent
+//!   comparison spares Kiln a cost CCP4i2 pays; this one does not.
 
 use crate::ccp4i2::Ccp4i2;
 use crate::stats::{Table, median};
@@ -50,11 +54,23 @@ pub enum Variant {
     LayerHelper,
     PluginUnconfined,
     PluginConfined,
+    /// Each program writes one line to stdout, so Kiln creates its
+    /// log.txt as CCP4i2's manager always does.
+    PluginConfinedLine,
     Ccp4i2,
+    Ccp4i2Line,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 8] = [
+    /// Run through the probe plugin: one job a run.
+    fn is_plugin(self) -> bool {
+        matches!(
+            self,
+            Variant::PluginConfined | Variant::PluginUnconfined | Variant::PluginConfinedLine
+        )
+    }
+
+    pub const ALL: [Variant; 10] = [
         Variant::Floor,
         Variant::FloorFiles,
         Variant::LayerUnconfined,
@@ -62,7 +78,9 @@ impl Variant {
         Variant::LayerHelper,
         Variant::PluginUnconfined,
         Variant::PluginConfined,
+        Variant::PluginConfinedLine,
         Variant::Ccp4i2,
+        Variant::Ccp4i2Line,
     ];
 
     /// The name `--only` selects it by.
@@ -75,7 +93,9 @@ impl Variant {
             Variant::LayerHelper => "layer-helper",
             Variant::PluginUnconfined => "plugin-unconfined",
             Variant::PluginConfined => "plugin-confined",
+            Variant::PluginConfinedLine => "plugin-confined-line",
             Variant::Ccp4i2 => "ccp4i2",
+            Variant::Ccp4i2Line => "ccp4i2-line",
         }
     }
 
@@ -88,7 +108,9 @@ impl Variant {
             Variant::LayerHelper => "Kiln process layer, confined by the helper",
             Variant::PluginUnconfined => "Kiln through plugin, unconfined",
             Variant::PluginConfined => "Kiln through plugin, confined",
+            Variant::PluginConfinedLine => "Kiln through plugin, confined, one line each",
             Variant::Ccp4i2 => "CCP4i2 AsyncProcessManager (Python)",
+            Variant::Ccp4i2Line => "CCP4i2 AsyncProcessManager, one line each",
         }
     }
 }
@@ -107,8 +129,13 @@ pub fn system_program(name: &str) -> Result<PathBuf> {
 pub fn registry(path: &Path, args: &[&str]) -> Result<Registry> {
     let mut r = Registry::default();
     r.source = "kiln-bench's registry".into();
+    add_program(&mut r, "fake", path, args)?;
+    Ok(r)
+}
+
+fn add_program(r: &mut Registry, name: &str, path: &Path, args: &[&str]) -> Result<()> {
     r.insert(
-        "fake",
+        name,
         ProgramEntry {
             path: path.to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
@@ -116,8 +143,13 @@ pub fn registry(path: &Path, args: &[&str]) -> Result<Registry> {
             sha256: None,
         },
     )?;
-    Ok(r)
+    Ok(())
 }
+
+/// What the one-line variants run: `echo` with one word, which writes one
+/// line to stdout and nothing to stderr.
+const LINE_WORD: &str = "kiln-bench";
+const LINE_PROGRAM: &str = "fake-line";
 
 /// A host as the `kiln` binary builds one (compiled components cached in
 /// the usual place), with the probe plugin in its catalog.
@@ -143,11 +175,11 @@ pub async fn build_host(
     Ok(host)
 }
 
-/// The grants every plugin run gets: the program `fake`, and as many
-/// programs at once as the highest concurrency measured.
+/// The grants every plugin run gets: the programs `fake` and `fake-line`,
+/// and as many programs at once as the highest concurrency measured.
 pub fn grants(processes: usize) -> Result<Grants> {
     Ok(Grants::from_toml(
-        &format!("programs = [\"fake\"]\n[limits]\nprocesses = {processes}\n"),
+        &format!("programs = [\"fake\", \"{LINE_PROGRAM}\"]\n[limits]\nprocesses = {processes}\n"),
         "kiln-bench's grants",
     )?)
 }
@@ -177,6 +209,8 @@ pub async fn run_probe(host: &Host, mode: &str, grants: Option<&Grants>) -> Resu
 /// The hosts, the policy and the scratch space the variants share.
 pub struct SpawnBench {
     program: PathBuf,
+    /// `echo`, for the one-line variants.
+    line_program: PathBuf,
     scratch: PathBuf,
     confined: Host,
     unconfined: Host,
@@ -204,13 +238,19 @@ pub struct SpawnBench {
 impl SpawnBench {
     pub async fn new(scratch: &Path, probe: &Path) -> Result<SpawnBench> {
         let program = system_program("true")?;
+        let line_program = system_program("echo")?;
         let max_c = CONCURRENCIES.iter().copied().max().unwrap_or(1);
         let jobs = (
             scratch.join("jobs-confined"),
             scratch.join("jobs-unconfined"),
         );
-        let confined = build_host(&jobs.0, registry(&program, &[])?, true, max_c, probe).await?;
-        let unconfined = build_host(&jobs.1, registry(&program, &[])?, false, max_c, probe).await?;
+        let programs = || -> Result<Registry> {
+            let mut r = registry(&program, &[])?;
+            add_program(&mut r, LINE_PROGRAM, &line_program, &[LINE_WORD])?;
+            Ok(r)
+        };
+        let confined = build_host(&jobs.0, programs()?, true, max_c, probe).await?;
+        let unconfined = build_host(&jobs.1, programs()?, false, max_c, probe).await?;
         let grants = grants(max_c)?;
         let task = confined.describe(&TaskRef::Name("probe".into())).await?;
         let (effective, _) = confined.effective_grants(&task, Some(&grants)).await?;
@@ -269,6 +309,7 @@ impl SpawnBench {
             };
         Ok(SpawnBench {
             program,
+            line_program,
             scratch: layer_dir,
             confined,
             unconfined,
@@ -319,29 +360,39 @@ impl SpawnBench {
                 };
                 self.layer(n, c, Some(confine.clone())).await?
             }
-            Variant::PluginUnconfined | Variant::PluginConfined => {
-                let host = if v == Variant::PluginConfined {
-                    &self.confined
-                } else {
+            Variant::PluginUnconfined | Variant::PluginConfined | Variant::PluginConfinedLine => {
+                let host = if v == Variant::PluginUnconfined {
                     &self.unconfined
+                } else {
+                    &self.confined
                 };
+                let line = v == Variant::PluginConfinedLine;
+                let program = if line { LINE_PROGRAM } else { "fake" };
                 let start = Instant::now();
-                run_probe(
+                let report = run_probe(
                     host,
-                    &format!("spawn-many {n} {c} fake"),
+                    &format!("spawn-many {n} {c} {program}"),
                     Some(&self.grants),
                 )
                 .await?;
-                start.elapsed()
+                let elapsed = start.elapsed();
+                if line {
+                    check_logs_written(&report.job_dir, n)?;
+                }
+                elapsed
             }
-            Variant::Ccp4i2 => {
+            Variant::Ccp4i2 | Variant::Ccp4i2Line => {
                 let Some(py) = python else {
                     bail!("CCP4i2 is not available");
                 };
                 let py = py.clone();
-                let program = self.program.clone();
+                let (program, args) = if v == Variant::Ccp4i2Line {
+                    (self.line_program.clone(), vec![LINE_WORD.to_string()])
+                } else {
+                    (self.program.clone(), Vec::new())
+                };
                 let dir = self.run_dir();
-                tokio::task::spawn_blocking(move || py.run(&program, n, c, &dir)).await??
+                tokio::task::spawn_blocking(move || py.run(&program, &args, n, c, &dir)).await??
             }
         };
         Ok(elapsed / n as u32)
@@ -502,6 +553,32 @@ fn floor(program: &Path, n: usize, c: usize, files: Option<&Path>) -> Result<Dur
     Ok(start.elapsed())
 }
 
+/// Every one of a one-line job's `n` programs wrote its line into a
+/// log.txt of its own (checked outside the timing): the variant did what
+/// it claims to measure.
+fn check_logs_written(job_dir: &Path, n: usize) -> Result<()> {
+    let want = format!("{LINE_WORD}\n");
+    let mut written = 0;
+    for entry in std::fs::read_dir(job_dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if name == "log.txt" || (name.starts_with("log_") && !name.starts_with("log_err")) {
+            let text = std::fs::read_to_string(job_dir.join(&*name))?;
+            if text != want {
+                bail!("{name} in {} holds {text:?}", job_dir.display());
+            }
+            written += 1;
+        }
+    }
+    if written != n {
+        bail!(
+            "{written} of {n} programs wrote their log.txt in {}",
+            job_dir.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn remove_dir(dir: &Path) {
     if let Err(e) = std::fs::remove_dir_all(dir) {
         eprintln!("kiln-bench: cannot remove {}: {e}", dir.display());
@@ -532,7 +609,7 @@ pub async fn measure(
     let variants: Vec<Variant> = Variant::ALL
         .into_iter()
         .filter(|v| wanted(v.key()))
-        .filter(|v| *v != Variant::Ccp4i2 || python.is_some())
+        .filter(|v| !matches!(v, Variant::Ccp4i2 | Variant::Ccp4i2Line) || python.is_some())
         .filter(|v| {
             !matches!(v, Variant::LayerConfined | Variant::LayerHelper)
                 || bench.layer_helper.is_some()
@@ -562,7 +639,7 @@ pub async fn measure(
             .run_once(v, n.min(20), 2, python)
             .await
             .with_context(|| format!("warm-up of {}", v.label()))?;
-        if matches!(v, Variant::PluginConfined | Variant::PluginUnconfined) {
+        if v.is_plugin() {
             jobs += 1;
         }
     }
@@ -592,7 +669,7 @@ pub async fn measure(
                         .with_context(|| format!("{} at c={c}", v.label()))?;
                     *cpu.entry(v).or_default() += own_cpu_seconds() - cpu_before;
                     per_slice.entry((v, c)).or_default().push(per.as_secs_f64());
-                    if matches!(v, Variant::PluginConfined | Variant::PluginUnconfined) {
+                    if v.is_plugin() {
                         jobs += 1;
                     }
                     *total.entry(v).or_default() += per * size as u32;
@@ -611,9 +688,7 @@ pub async fn measure(
     }
     let mut notes = Vec::new();
     let effective = bench.plugin_limit.min(bench.max_running);
-    let plugins = variants
-        .iter()
-        .any(|v| matches!(v, Variant::PluginConfined | Variant::PluginUnconfined));
+    let plugins = variants.iter().any(|v| v.is_plugin());
     for &c in &CONCURRENCIES {
         if plugins && c > effective {
             notes.push(format!(
@@ -669,10 +744,15 @@ impl SpawnResults {
         self.paired_ratio((Variant::Ccp4i2, c), (Variant::PluginConfined, c))
     }
 
+    /// The same with programs that each write one line.
+    pub fn ccp4i2_over_plugin_one_line(&self, c: usize) -> Option<f64> {
+        self.paired_ratio((Variant::Ccp4i2Line, c), (Variant::PluginConfinedLine, c))
+    }
+
     pub fn table(&self, n: usize, rounds: usize) -> Table {
         Table {
             title: format!(
-                "Spawn and wait, N={n} x /bin/true, microseconds per program: median (min-max) of {rounds} round(s)"
+                "Spawn and wait, N={n} x /bin/true (one-line rows: echo {LINE_WORD}), microseconds per program: median (min-max) of {rounds} round(s)"
             ),
             columns: CONCURRENCIES.iter().map(|c| format!("c={c}")).collect(),
             rows: rows(&self.times, Variant::ALL.into_iter()),
@@ -690,7 +770,9 @@ impl SpawnResults {
             columns: CONCURRENCIES.iter().map(|c| format!("c={c}")).collect(),
             rows: rows(
                 &self.host_cpu,
-                Variant::ALL.into_iter().filter(|v| *v != Variant::Ccp4i2),
+                Variant::ALL
+                    .into_iter()
+                    .filter(|v| !matches!(v, Variant::Ccp4i2 | Variant::Ccp4i2Line)),
             ),
         }
     }

@@ -69,6 +69,8 @@ impl Task for Probe {
             .definition(DEF_XML)
             .programs([
                 "fake",
+                // kiln-bench's programs that each write one line.
+                "fake-line",
                 "missing",
                 "not-executable",
                 "sneaky-read",
