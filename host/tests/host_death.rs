@@ -5,16 +5,12 @@
 
 mod common;
 
+use kiln_test_support::{CGROUPS, test};
+
 use common::{data, kiln, programs_in, spawn_kiln, text};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-#[test]
 fn the_next_host_kills_what_a_dead_hosts_jobs_left_running() {
-    if !Path::new("/sys/fs/cgroup").is_dir() {
-        eprintln!("skipped: no cgroup file system");
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     // A "refmac5" that writes nothing (a program that writes dies of
     // SIGPIPE once its host is gone) and runs for 30 s.
@@ -63,4 +59,10 @@ fn the_next_host_kills_what_a_dead_hosts_jobs_left_running() {
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(job.join("job.json")).unwrap()).unwrap();
     assert_eq!(record["state"], "interrupted");
+}
+
+fn main() -> std::process::ExitCode {
+    kiln_test_support::run(vec![
+        test!(the_next_host_kills_what_a_dead_hosts_jobs_left_running).needs(CGROUPS),
+    ])
 }

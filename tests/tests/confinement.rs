@@ -8,54 +8,7 @@ mod common;
 use common::{TestHost, grants, outside_file, result_text};
 use kiln_host::FinishStatus;
 use kiln_host::registry::ProgramEntry;
-use kiln_test_support::{LANDLOCK, LANDLOCK_6, Need, tokio_test};
-
-/// A pids controller where this user may make cgroups: the v1 `pids`
-/// hierarchy, or cgroup v2 with `pids` enabled below its root. The host
-/// bounds a job's processes (`program_processes`) with it; without one,
-/// the limit is not applied.
-const PIDS_CGROUP: Need = Need {
-    name: "pids-cgroup",
-    check: || {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mounts: Vec<(String, String, String)> = info
-            .lines()
-            .filter_map(|l| {
-                let (left, right) = l.split_once(" - ")?;
-                let mut r = right.split_whitespace();
-                let fstype = r.next()?.to_string();
-                let options = r.nth(1)?.to_string();
-                Some((fstype, options, left.split_whitespace().nth(4)?.to_string()))
-            })
-            .collect();
-        let v1 = mounts
-            .iter()
-            .find(|(t, o, _)| t == "cgroup" && o.split(',').any(|o| o == "pids"))
-            .map(|(_, _, m)| m.clone());
-        let v2 = mounts
-            .iter()
-            .find(|(t, _, m)| {
-                t == "cgroup2"
-                    && std::fs::read_to_string(format!("{m}/cgroup.subtree_control"))
-                        .is_ok_and(|c| c.split_whitespace().any(|c| c == "pids"))
-            })
-            .map(|(_, _, m)| m.clone());
-        let writable = |mount: &String| {
-            let probe =
-                std::path::Path::new(mount).join(format!("kiln-test-probe-{}", std::process::id()));
-            let made = std::fs::create_dir(&probe).is_ok();
-            let _ = std::fs::remove_dir(&probe);
-            made
-        };
-        if v1.iter().chain(v2.iter()).any(writable) {
-            Ok(())
-        } else {
-            Err(format!(
-                "no pids cgroup this user may write (v1 pids: {v1:?}, cgroup v2 with pids: {v2:?})"
-            ))
-        }
-    },
-};
+use kiln_test_support::{LANDLOCK, LANDLOCK_6, PIDS_CGROUP, tokio_test};
 
 async fn reading_and_writing_outside_the_grants_fails_inside_the_program() {
     let t = TestHost::new().await;

@@ -4,6 +4,8 @@
 
 mod common;
 
+use kiln_test_support::{CGROUPS, tokio_test};
+
 use common::{TestHost, grants, result_text};
 use kiln_host::FinishStatus;
 
@@ -13,7 +15,6 @@ async fn outcome_of(t: &TestHost, mode: &str) -> String {
     result_text(&report)
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn exit_codes_signals_timeouts_and_spawn_failures_are_distinct() {
     let t = TestHost::new().await;
     assert_eq!(outcome_of(&t, "outcome fake exit 0").await, "exited 0");
@@ -32,7 +33,6 @@ async fn exit_codes_signals_timeouts_and_spawn_failures_are_distinct() {
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_program_past_its_timeout_is_killed_with_its_process_group() {
     let t = TestHost::new().await;
     let started = std::time::Instant::now();
@@ -56,14 +56,12 @@ async fn a_program_past_its_timeout_is_killed_with_its_process_group() {
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn wait_any_returns_the_first_program_to_end() {
     let t = TestHost::new().await;
     assert_eq!(outcome_of(&t, "wait-any 30 0.1").await, "1");
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn stdin_is_dev_null_without_a_script_and_the_environment_is_cleared() {
     let t = TestHost::new().await;
     let report = t.probe("outcome fake echo-stdin", None).await;
@@ -80,7 +78,6 @@ async fn stdin_is_dev_null_without_a_script_and_the_environment_is_cleared() {
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn an_ungranted_program_is_denied_naming_the_manifest_line() {
     let t = TestHost::new().await;
     let report = t
@@ -130,7 +127,6 @@ fn alive(pid: i32) -> bool {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_grandchild_holding_stdout_open_is_killed_and_does_not_hold_the_job() {
     let t = TestHost::new().await;
     let started = std::time::Instant::now();
@@ -146,7 +142,6 @@ async fn a_grandchild_holding_stdout_open_is_killed_and_does_not_hold_the_job() 
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn arguments_are_passed_literally_without_a_shell() {
     let t = TestHost::new().await;
     let report = t
@@ -168,7 +163,6 @@ async fn arguments_are_passed_literally_without_a_shell() {
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn oversized_and_too_many_arguments_are_refused_before_spawning() {
     let t = TestHost::new().await;
     let r = t.probe("big-arg 1048576", None).await;
@@ -189,7 +183,6 @@ async fn oversized_and_too_many_arguments_are_refused_before_spawning() {
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn ld_variables_are_never_passed_and_others_only_when_granted() {
     let t = TestHost::new().await;
     let r = t.probe("spawn-env LD_PRELOAD /tmp/evil.so", None).await;
@@ -214,7 +207,6 @@ async fn ld_variables_are_never_passed_and_others_only_when_granted() {
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn programs_see_only_fds_0_1_and_2() {
     let t = TestHost::new().await;
     let r = t.probe("outcome fake list-fds", None).await;
@@ -224,7 +216,6 @@ async fn programs_see_only_fds_0_1_and_2() {
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_guest_blocked_on_a_program_forever_is_ended_by_the_wall_limit() {
     let t = TestHost::new().await;
     let started = std::time::Instant::now();
@@ -247,7 +238,6 @@ async fn a_guest_blocked_on_a_program_forever_is_ended_by_the_wall_limit() {
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn output_lines_are_published_as_events_while_produced() {
     let t = TestHost::new().await;
     let mut events = t.host.events().subscribe();
@@ -266,7 +256,6 @@ async fn output_lines_are_published_as_events_while_produced() {
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_log_file_is_created_with_the_first_output_on_its_stream() {
     let t = TestHost::new().await;
     let quiet = t.probe("outcome fake exit 0", None).await;
@@ -281,7 +270,6 @@ async fn a_log_file_is_created_with_the_first_output_on_its_stream() {
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_flood_on_stdout_and_stderr_at_once_reaches_the_logs_without_deadlock() {
     let t = TestHost::new().await;
     let size: u64 = 64 << 20;
@@ -302,12 +290,7 @@ async fn a_flood_on_stdout_and_stderr_at_once_reaches_the_logs_without_deadlock(
     t.assert_no_leftovers().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_setsid_escapee_is_killed_at_the_end_of_its_job() {
-    if !std::path::Path::new("/sys/fs/cgroup").exists() {
-        eprintln!("skipped: no cgroup file system");
-        return;
-    }
     // Launched directly (born in the job's cgroups) and through the helper
     // (which joins them before its exec).
     for launch_directly in [true, false] {
@@ -330,4 +313,24 @@ async fn a_setsid_escapee_is_killed_at_the_end_of_its_job() {
         assert!(started.elapsed() < std::time::Duration::from_secs(15));
         t.assert_no_leftovers().await;
     }
+}
+
+fn main() -> std::process::ExitCode {
+    kiln_test_support::run(vec![
+        tokio_test!(exit_codes_signals_timeouts_and_spawn_failures_are_distinct),
+        tokio_test!(a_program_past_its_timeout_is_killed_with_its_process_group),
+        tokio_test!(wait_any_returns_the_first_program_to_end),
+        tokio_test!(stdin_is_dev_null_without_a_script_and_the_environment_is_cleared),
+        tokio_test!(an_ungranted_program_is_denied_naming_the_manifest_line),
+        tokio_test!(a_grandchild_holding_stdout_open_is_killed_and_does_not_hold_the_job),
+        tokio_test!(arguments_are_passed_literally_without_a_shell),
+        tokio_test!(oversized_and_too_many_arguments_are_refused_before_spawning),
+        tokio_test!(ld_variables_are_never_passed_and_others_only_when_granted),
+        tokio_test!(programs_see_only_fds_0_1_and_2),
+        tokio_test!(a_guest_blocked_on_a_program_forever_is_ended_by_the_wall_limit),
+        tokio_test!(output_lines_are_published_as_events_while_produced),
+        tokio_test!(a_log_file_is_created_with_the_first_output_on_its_stream),
+        tokio_test!(a_flood_on_stdout_and_stderr_at_once_reaches_the_logs_without_deadlock),
+        tokio_test!(a_setsid_escapee_is_killed_at_the_end_of_its_job).needs(CGROUPS),
+    ])
 }

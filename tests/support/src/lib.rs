@@ -62,6 +62,92 @@ pub const LANDLOCK_6: Need = Need {
     },
 };
 
+/// A cgroup hierarchy where this user may make cgroups (cgroup v2, or the
+/// v1 `pids` one): the host puts each job's programs in cgroups of their
+/// own there, and kills what escaped their process group through them.
+pub const CGROUPS: Need = Need {
+    name: "cgroups",
+    check: || {
+        let mounts = cgroup_mounts()?;
+        let usable: Vec<&CgroupMount> = mounts.iter().filter(|m| m.v2 || m.pids).collect();
+        if usable.iter().any(|m| m.writable()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "no cgroup v2 or v1 pids hierarchy this user may write (mounted: {:?})",
+                usable.iter().map(|m| &m.path).collect::<Vec<_>>()
+            ))
+        }
+    },
+};
+
+/// A pids controller where this user may make cgroups: the v1 `pids`
+/// hierarchy, or cgroup v2 with `pids` enabled below its root. The host
+/// bounds a job's processes (`program_processes`) with it; without one,
+/// the limit is not applied.
+pub const PIDS_CGROUP: Need = Need {
+    name: "pids-cgroup",
+    check: || {
+        let mounts = cgroup_mounts()?;
+        let with_pids: Vec<&CgroupMount> = mounts.iter().filter(|m| m.pids).collect();
+        if with_pids.iter().any(|m| m.writable()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "no pids cgroup this user may write (with the pids controller: {:?})",
+                with_pids.iter().map(|m| &m.path).collect::<Vec<_>>()
+            ))
+        }
+    },
+};
+
+/// A mounted cgroup hierarchy.
+struct CgroupMount {
+    path: String,
+    v2: bool,
+    /// Has the pids controller: v1's `pids`, or v2 with pids enabled for
+    /// the cgroups below its root.
+    pids: bool,
+}
+
+impl CgroupMount {
+    fn writable(&self) -> bool {
+        let probe = std::path::Path::new(&self.path)
+            .join(format!("kiln-test-probe-{}", std::process::id()));
+        let made = std::fs::create_dir(&probe).is_ok();
+        let _ = std::fs::remove_dir(&probe);
+        made
+    }
+}
+
+/// The cgroup hierarchies this process sees, from /proc/self/mountinfo.
+fn cgroup_mounts() -> Result<Vec<CgroupMount>, String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+    Ok(info
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mut r = right.split_whitespace();
+            let fstype = r.next()?;
+            let options = r.nth(1)?;
+            let path = left.split_whitespace().nth(4)?.to_string();
+            let (v2, pids) = match fstype {
+                "cgroup2" => {
+                    let control = std::fs::read_to_string(format!("{path}/cgroup.subtree_control"));
+                    (
+                        true,
+                        control.is_ok_and(|c| c.split_whitespace().any(|c| c == "pids")),
+                    )
+                }
+                "cgroup" => (false, options.split(',').any(|o| o == "pids")),
+                _ => return None,
+            };
+            Some(CgroupMount { path, v2, pids })
+        })
+        .collect())
+}
+
 /// The kernel's Landlock ABI version; 0 without Landlock.
 pub fn landlock_abi() -> i64 {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_long = 1;
