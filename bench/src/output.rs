@@ -22,6 +22,7 @@
 use crate::spawn::{build_host, layer_spec, registry, remove_dir, run_probe};
 use crate::stats::median;
 use anyhow::{Context, Result, bail, ensure};
+use kiln_host::dir_handle::DirHandle;
 use kiln_host::process::{Gate, Outcome};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -54,10 +55,13 @@ pub fn spew_sha256(bytes: u64) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// The file holds exactly what `spew` wrote: `sha256` of `bytes` bytes.
-fn check_content(path: &Path, bytes: u64, sha256: &str) -> Result<()> {
+/// The file `name` in `dir` holds exactly what `spew` wrote: `sha256` of
+/// `bytes` bytes. Opened below the held directory, never through a link:
+/// a program writes there.
+fn check_content(dir: &Path, name: &str, bytes: u64, sha256: &str) -> Result<()> {
     use sha2::Digest;
-    let mut file = std::fs::File::open(path).with_context(|| format!("no {}", path.display()))?;
+    let path = dir.join(name);
+    let mut file = DirHandle::open(dir)?.open_file(Path::new(name))?;
     let len = file.metadata()?.len();
     ensure!(
         len == bytes,
@@ -125,7 +129,7 @@ pub fn log_job_child(bytes: u64, sha256: &str, jobs_dir: &Path, probe: &Path) ->
         ensure!(result == "exited 0", "the program ended `{result}`");
         // The peak is read before the check, which reads the whole file.
         let job_peak_rss_kib = proc_status_kib("VmHWM")?;
-        check_content(&report.job_dir.join("log.txt"), bytes, sha256)?;
+        check_content(&report.job_dir, "log.txt", bytes, sha256)?;
         remove_dir(&report.job_dir);
         Ok::<_, anyhow::Error>(ChildReport {
             seconds,
@@ -276,7 +280,6 @@ fn kiln_child(
 async fn layer_to_file(exe: &Path, bytes: u64, sha256: &str, dir: &Path) -> Result<Duration> {
     let run = dir.join("layer");
     std::fs::create_dir_all(&run)?;
-    let log = run.join("log.txt");
     let held = std::sync::Arc::new(kiln_host::dir_handle::DirHandle::open(&run)?);
     let spec = layer_spec(
         exe,
@@ -292,7 +295,7 @@ async fn layer_to_file(exe: &Path, bytes: u64, sha256: &str, dir: &Path) -> Resu
         .await;
     let elapsed = start.elapsed();
     ensure!(outcome == Outcome::Exited(0), "spew {outcome}");
-    check_content(&log, bytes, sha256)?;
+    check_content(&run, "log.txt", bytes, sha256)?;
     remove_dir(&run);
     Ok(elapsed)
 }
@@ -301,7 +304,11 @@ async fn layer_to_file(exe: &Path, bytes: u64, sha256: &str, dir: &Path) -> Resu
 fn pipe_to_file(exe: &Path, bytes: u64, path: &Path, sha256: &str) -> Result<Duration> {
     let file = std::fs::File::create(path)?;
     let elapsed = pipe_into(exe, bytes, Some(file), None)?;
-    check_content(path, bytes, sha256)?;
+    let (dir, name) = (
+        path.parent().context("a file in no directory")?,
+        path.file_name().context("no file name")?,
+    );
+    check_content(dir, &name.to_string_lossy(), bytes, sha256)?;
     std::fs::remove_file(path)?;
     Ok(elapsed)
 }

@@ -557,13 +557,17 @@ fn floor(program: &Path, n: usize, c: usize, files: Option<&Path>) -> Result<Dur
 /// log.txt of its own (checked outside the timing): the variant did what
 /// it claims to measure.
 fn check_logs_written(job_dir: &Path, n: usize) -> Result<()> {
+    use std::io::Read;
     let want = format!("{LINE_WORD}\n");
+    let dir = DirHandle::open(job_dir)?;
     let mut written = 0;
-    for entry in std::fs::read_dir(job_dir)? {
-        let name = entry?.file_name();
+    for name in dir.names()? {
         let name = name.to_string_lossy();
         if name == "log.txt" || (name.starts_with("log_") && !name.starts_with("log_err")) {
-            let text = std::fs::read_to_string(job_dir.join(&*name))?;
+            // Below the held directory, never through a link.
+            let mut text = String::new();
+            dir.open_file(Path::new(&*name))?
+                .read_to_string(&mut text)?;
             if text != want {
                 bail!("{name} in {} holds {text:?}", job_dir.display());
             }
