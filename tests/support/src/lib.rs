@@ -148,7 +148,9 @@ fn cgroup_mounts() -> Result<Vec<CgroupMount>, String> {
         .collect())
 }
 
-/// The kernel's Landlock ABI version; 0 without Landlock.
+/// The kernel's Landlock ABI version; 0 without Landlock. Asked of the
+/// kernel here rather than through `kiln_confine::probe`: kiln-confine's
+/// own tests use this crate.
 pub fn landlock_abi() -> i64 {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_long = 1;
     // SAFETY: with the version flag, landlock_create_ruleset takes no
