@@ -164,7 +164,7 @@ pub async fn build_host(
         .with_context(|| format!("cannot create {}", jobs_dir.display()))?;
     let mut config = HostConfig::new(jobs_dir, registry);
     if !confined {
-        config.confine_helper = None;
+        config.local.confine_helper = None;
     }
     config.max_running_processes = max_running;
     let host = Host::new(config).context("failed to start the host")?;
@@ -258,55 +258,54 @@ impl SpawnBench {
 
         let layer_dir = scratch.join("layer");
         std::fs::create_dir_all(&layer_dir)?;
-        let (layer_helper, layer_launcher, confinement, netns) =
-            match kiln_host::process::find_helper() {
-                None => (
-                    None,
-                    None,
-                    "OFF: the helper kiln-confine was not found".to_string(),
-                    None,
-                ),
-                Some(helper) => {
-                    let netns = SharedNetns::start(&helper).ok();
-                    let network = netns.as_ref().map_or(Network::Denied, |n| n.network());
-                    let mut read_only = kiln_confine::system_read_only_paths();
-                    read_only.push(kiln_host::process::install_prefix(&program));
-                    read_only.push(layer_dir.clone());
-                    let mut read_write = kiln_confine::system_read_write_paths();
-                    read_write.push(layer_dir.clone());
-                    let policy = Policy {
-                        read_only,
-                        read_write,
-                        rlimits: Rlimits::default(),
-                        network,
-                        require: false,
-                    };
-                    let (launcher, how) = match Launcher::new(&policy) {
-                        Ok(l) => {
-                            let a = l.applied();
-                            let how = format!(
-                                "on: programs launched confined (Landlock ABI {} {:?}, network {:?}, no_new_privs {}); the helper {} where that is not possible",
-                                a.landlock.abi,
-                                a.landlock.enforcement,
-                                a.network,
-                                a.no_new_privs,
-                                helper.display()
-                            );
-                            (Some(Confined::Launcher(Arc::new(l))), how)
-                        }
-                        Err(e) => (
-                            None,
-                            format!(
-                                "on: through the helper {} (cannot launch directly: {e})",
-                                helper.display()
-                            ),
+        let (layer_helper, layer_launcher, confinement, netns) = match kiln_host::find_helper() {
+            None => (
+                None,
+                None,
+                "OFF: the helper kiln-confine was not found".to_string(),
+                None,
+            ),
+            Some(helper) => {
+                let netns = SharedNetns::start(&helper).ok();
+                let network = netns.as_ref().map_or(Network::Denied, |n| n.network());
+                let mut read_only = kiln_confine::system_read_only_paths();
+                read_only.push(kiln_host::process::install_prefix(&program));
+                read_only.push(layer_dir.clone());
+                let mut read_write = kiln_confine::system_read_write_paths();
+                read_write.push(layer_dir.clone());
+                let policy = Policy {
+                    read_only,
+                    read_write,
+                    rlimits: Rlimits::default(),
+                    network,
+                    require: false,
+                };
+                let (launcher, how) = match Launcher::new(&policy) {
+                    Ok(l) => {
+                        let a = l.applied();
+                        let how = format!(
+                            "on: programs launched confined (Landlock ABI {} {:?}, network {:?}, no_new_privs {}); the helper {} where that is not possible",
+                            a.landlock.abi,
+                            a.landlock.enforcement,
+                            a.network,
+                            a.no_new_privs,
+                            helper.display()
+                        );
+                        (Some(Confined::Launcher(Arc::new(l))), how)
+                    }
+                    Err(e) => (
+                        None,
+                        format!(
+                            "on: through the helper {} (cannot launch directly: {e})",
+                            helper.display()
                         ),
-                    };
-                    let helper = Confined::Helper { helper, policy };
-                    let launcher = launcher.or_else(|| Some(helper.clone()));
-                    (Some(helper), launcher, how, netns)
-                }
-            };
+                    ),
+                };
+                let helper = Confined::Helper { helper, policy };
+                let launcher = launcher.or_else(|| Some(helper.clone()));
+                (Some(helper), launcher, how, netns)
+            }
+        };
         Ok(SpawnBench {
             program,
             line_program,

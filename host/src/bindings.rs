@@ -10,9 +10,9 @@ wasmtime::component::bindgen!({
     imports: { default: async | trappable },
     exports: { default: async },
     with: {
-        "kiln:plugin/process.child": crate::process::ChildHandle,
-        "kiln:plugin/jobs.sub-job": crate::job::SubJobHandle,
-        "kiln:plugin/axes.motion": crate::axes::MotionHandle,
+        "kiln:plugin/process.child": crate::handles::ChildHandle,
+        "kiln:plugin/jobs.sub-job": crate::handles::SubJobHandle,
+        "kiln:plugin/axes.motion": crate::handles::MotionHandle,
     },
 });
 

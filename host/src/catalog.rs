@@ -4,10 +4,12 @@
 //! Tasks come from the components embedded in the `kiln` binary (the
 //! standard tasks) and from component files added by path.
 
-use crate::engine::{LoadError, LoadedPlugin, PluginEngine, lock};
-use crate::grants::Grants;
+use crate::engine::{LoadError, LoadedPlugin, PluginEngine};
 use crate::interfaces::PluginState;
+use crate::lock;
 use kiln_container::Container;
+use kiln_jobs::Task;
+use kiln_jobs::grants::Grants;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -42,27 +44,17 @@ impl std::fmt::Display for TaskRef {
     }
 }
 
-/// A loaded, described task.
+/// A loaded, described task: what the job model knows of it, and the
+/// compiled component that runs it.
 pub struct TaskInfo {
-    pub name: String,
-    pub version: String,
-    pub title: String,
-    /// The container definition, CCP4i2 def.xml text.
-    pub definition: String,
-    /// What the task asks to be granted.
-    pub requests: Grants,
-    /// Whether pipelines may retry the task after a failure.
-    pub retryable: bool,
-    /// Where the component came from (task name or path), for messages.
-    pub origin: String,
+    pub task: Arc<Task>,
     pub(crate) plugin: LoadedPlugin,
-    container: Container,
 }
 
-impl TaskInfo {
-    /// A fresh container built from the task's definition.
-    pub fn new_container(&self) -> Container {
-        self.container.clone()
+impl std::ops::Deref for TaskInfo {
+    type Target = Task;
+    fn deref(&self) -> &Task {
+        &self.task
     }
 }
 
@@ -274,15 +266,20 @@ async fn describe(
         axis_limits: Default::default(),
         require_confinement: false,
     };
+    for warning in container.warnings() {
+        tracing::warn!(task = %desc.name, "{origin}: {warning}");
+    }
     Ok(TaskInfo {
-        name: desc.name,
-        version: desc.version,
-        title: desc.title,
-        definition: desc.definition,
-        requests,
-        retryable: desc.retryable,
-        origin: origin.to_string(),
+        task: Arc::new(Task {
+            name: desc.name,
+            version: desc.version,
+            title: desc.title,
+            definition: desc.definition,
+            requests,
+            retryable: desc.retryable,
+            origin: origin.to_string(),
+            container,
+        }),
         plugin,
-        container,
     })
 }

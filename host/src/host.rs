@@ -1,19 +1,20 @@
 //! The host: the engine, the task catalog, the program registry, the stage
 //! and the event bus, shared by every job; and the API to run a task.
 
-use crate::axes::SimulatedStage;
 use crate::catalog::{Catalog, CatalogError, TaskInfo, TaskRef};
-use crate::dir_handle::DirHandle;
 use crate::engine::{LoadError, PluginEngine};
-use crate::events::{Event, EventBus, EventKind};
-use crate::grants::Grants;
-use crate::job::store::JobStore;
-use crate::job::{self, FinishStatus, Job, JobResult, JobState};
-use crate::process::Confinement;
-use crate::registry::Registry;
+use crate::lock;
+use kiln_exec::{Executor, LocalConfig, LocalExecutor, Registry};
+use kiln_fs::DirHandle;
+use kiln_jobs::events::{Event, EventBus, EventKind};
+use kiln_jobs::grants::Grants;
+use kiln_jobs::store::{JobStore, StoredJob};
+use kiln_jobs::{self as job, FinishStatus, Job, JobResult, JobState};
+use kiln_stage::{SimulatedStage, Stage};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use tokio_util::sync::CancellationToken;
 
 /// How to build a [`Host`].
@@ -25,21 +26,21 @@ pub struct HostConfig {
     /// on-disk cache.
     pub cache_dir: Option<PathBuf>,
     /// The stage serving the axes interface.
-    pub stage: SimulatedStage,
-    /// The confinement helper; `None` runs programs unconfined.
-    pub confine_helper: Option<PathBuf>,
-    /// Refuse to run any program that cannot be fully confined.
-    pub require_confinement: bool,
-    /// Launch confined programs directly where the kernel and the policy
-    /// allow (see `kiln_confine::Launcher`); off, every confined program
-    /// goes through the helper, which applies the same confinement at the
-    /// cost of an extra exec (about 1 ms each).
-    pub launch_directly: bool,
+    pub stage: Arc<dyn Stage>,
+    /// What runs native programs; `None` runs them on this machine as
+    /// `local` says.
+    pub executor: Option<Arc<dyn Executor>>,
+    /// The local executor's settings (confinement helper, whether
+    /// confinement is required, direct launches), when `executor` is `None`.
+    pub local: LocalConfig,
+    /// The host's records of jobs; `None` keeps them in the jobs
+    /// directory's `.kiln/` (see [`kiln_jobs::DirStore`]).
+    pub store: Option<Arc<dyn JobStore>>,
     /// Native programs running at once across every job (CCP4i2's
     /// maxRunningProcesses); more wait in a FIFO queue.
     pub max_running_processes: usize,
     /// Reuse a finished sub-job with the same fingerprint instead of
-    /// running it again (see [`crate::job::resume`]); off is `--fresh`.
+    /// running it again (see [`kiln_jobs::resume`]); off is `--fresh`.
     pub resume: bool,
 }
 
@@ -49,14 +50,35 @@ impl HostConfig {
             jobs_dir: jobs_dir.into(),
             registry,
             cache_dir: default_cache_dir(),
-            stage: SimulatedStage::default_stage(),
-            confine_helper: crate::process::find_helper(),
-            require_confinement: false,
-            launch_directly: true,
+            stage: Arc::new(SimulatedStage::default_stage()),
+            executor: None,
+            local: LocalConfig {
+                confine_helper: find_helper(),
+                require_confinement: false,
+                launch_directly: true,
+            },
+            store: None,
             max_running_processes: 4,
             resume: true,
         }
     }
+}
+
+/// Where to find the confinement helper: `$KILN_CONFINE_HELPER`, else
+/// `kiln-confine` beside the running executable, else where the build put
+/// it.
+pub fn find_helper() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KILN_CONFINE_HELPER") {
+        return Some(PathBuf::from(p));
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("kiln-confine")));
+    if let Some(p) = beside.filter(|p| p.is_file()) {
+        return Some(p);
+    }
+    let built = PathBuf::from(env!("KILN_CONFINE_BUILT"));
+    built.is_file().then_some(built)
 }
 
 /// `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
@@ -75,50 +97,48 @@ pub(crate) struct HostShared {
     pub engine: Arc<PluginEngine>,
     pub catalog: Catalog,
     pub registry: Registry,
-    pub stage: SimulatedStage,
-    pub confinement: Confinement,
+    pub stage: Arc<dyn Stage>,
+    pub executor: Arc<dyn Executor>,
     /// Slots for native programs running at once, host-wide.
     pub process_slots: Arc<tokio::sync::Semaphore>,
-    /// Where job cgroups are made; `None` where cgroup v2 is not available
-    /// (programs are then tracked by process group only).
-    pub cgroups: Option<crate::process::cgroup::CgroupRoot>,
     pub events: EventBus,
     pub jobs_dir: PathBuf,
-    /// The jobs directory, held, with the host's own records in it; made
-    /// with the first job.
+    /// The jobs directory, held, with the host's records; made with the
+    /// first job.
     jobs: std::sync::OnceLock<Arc<JobsState>>,
+    /// A store given in the configuration, used instead of the jobs
+    /// directory's own.
+    configured_store: Option<Arc<dyn JobStore>>,
+    /// Every job started and not yet dropped, by id.
+    live: Mutex<HashMap<String, Weak<Job>>>,
     /// Reuse finished steps ([`HostConfig::resume`]).
     pub resume: bool,
     /// Cancelling this cancels every job.
     pub shutdown: CancellationToken,
 }
 
-/// The jobs directory, held, and what the host keeps in it.
+/// The jobs directory, held, and the host's records of its jobs.
 pub(crate) struct JobsState {
     pub root: DirHandle,
-    /// The records of truth (`.kiln/`), where no plugin can write.
-    pub store: Arc<JobStore>,
-    /// Succeeded jobs by fingerprint, kept even when resuming is off, so
-    /// that a later run can reuse what a `--fresh` one did.
-    pub finished: crate::job::resume::FinishedIndex,
-    /// The jobs this host started, for the next host to reconcile should
-    /// this one die.
-    pub started: crate::job::reconcile::StartedJobs,
+    pub store: Arc<dyn JobStore>,
 }
 
 impl JobsState {
-    fn open(jobs_dir: &std::path::Path) -> Result<JobsState, job::JobDirError> {
+    fn open(
+        jobs_dir: &std::path::Path,
+        configured: Option<&Arc<dyn JobStore>>,
+    ) -> Result<JobsState, job::JobDirError> {
         let root = job::open_jobs_dir(jobs_dir)?;
-        let store = Arc::new(JobStore::open(&root).map_err(|source| job::JobDirError {
-            parent: jobs_dir.display().to_string(),
-            source,
-        })?);
-        Ok(JobsState {
-            finished: crate::job::resume::FinishedIndex::new(store.clone()),
-            started: crate::job::reconcile::StartedJobs::new(&store),
-            store,
-            root,
-        })
+        let store: Arc<dyn JobStore> = match configured {
+            Some(store) => store.clone(),
+            None => Arc::new(
+                job::DirStore::open(&root).map_err(|source| job::JobDirError {
+                    parent: jobs_dir.display().to_string(),
+                    source,
+                })?,
+            ),
+        };
+        Ok(JobsState { store, root })
     }
 }
 
@@ -129,14 +149,25 @@ impl HostShared {
         if let Some(j) = self.jobs.get() {
             return Ok(j);
         }
-        let opened = Arc::new(JobsState::open(&self.jobs_dir)?);
+        let opened = Arc::new(JobsState::open(
+            &self.jobs_dir,
+            self.configured_store.as_ref(),
+        )?);
         Ok(self.jobs.get_or_init(|| opened))
     }
 
-    /// Report trouble with a job that is not its own failure: in its
-    /// `kiln.log` when that can be written, and as a `log` event.
-    pub(crate) fn warn(&self, job: &Job, message: String) {
-        if let Err(e) = job.log_line("warn", &message) {
+    /// Note a job that starts, for [`Host::job`] and [`Host::jobs`].
+    pub(crate) fn add_live(&self, job: &Arc<Job>) {
+        let mut live = lock(&self.live);
+        live.retain(|_, j| j.strong_count() > 0);
+        live.insert(job.id.clone(), Arc::downgrade(job));
+    }
+
+    /// A line in the job's `kiln.log`, and the same as a `log` event: the
+    /// one way the host writes the job log. A log that cannot be written
+    /// is said on the bus (it never fails the job).
+    pub(crate) fn log(&self, job: &Job, level: &str, message: String) {
+        if let Err(e) = job.log_line(level, &message) {
             self.publish(
                 job,
                 EventKind::Log {
@@ -148,10 +179,17 @@ impl HostShared {
         self.publish(
             job,
             EventKind::Log {
-                level: "warn".into(),
+                level: level.into(),
                 message,
             },
         );
+    }
+
+    /// Report trouble with a job that is not its own failure: in its log
+    /// and on the bus, where whoever watches the job sees it.
+    pub(crate) fn warn(&self, job: &Job, message: String) {
+        tracing::info!(job = %job.id, "{message}");
+        self.log(job, "warn", message);
     }
 
     pub(crate) fn publish(&self, job: &Job, kind: EventKind) {
@@ -215,32 +253,48 @@ pub enum HostStartError {
 
 fn invalid_text(reports: &[kiln_container::Report]) -> String {
     let mut text = String::from("the parameters are not valid; nothing was run:");
-    for line in report_lines(reports) {
+    for line in job::validation::report_lines(reports) {
         text.push_str("\n  ");
         text.push_str(&line);
     }
     text
 }
 
-/// The errors (not warnings) of a container's validation, files included:
-/// a file exists when `exists` says so.
-pub(crate) fn validation_errors(
-    container: &kiln_container::Container,
-    exists: &dyn Fn(&str) -> bool,
-) -> Vec<kiln_container::Report> {
-    container
-        .validate_files(&|f| exists(&f.path))
-        .into_iter()
-        .filter(|r| r.severity.is_error())
-        .collect()
+/// What kind of error a caller has: to choose an exit status now, an HTTP
+/// status next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request was wrong (an unknown task, a bad parameter, a grant
+    /// that is refused): the caller should change it.
+    BadRequest,
+    /// The task's component could not be loaded or described.
+    BadTask,
+    /// The host could not do its part (its jobs directory, its engine).
+    Host,
 }
 
-/// The invalid-parameter report of a container's errors, one line each.
-pub(crate) fn report_lines(reports: &[kiln_container::Report]) -> Vec<String> {
-    reports
-        .iter()
-        .map(|r| format!("{}: {} (code {})", r.path, r.message, r.code))
-        .collect()
+impl RunError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RunError::Catalog(e) => e.kind(),
+            RunError::Param { .. } | RunError::Invalid(_) | RunError::WritesJobsDir { .. } => {
+                ErrorKind::BadRequest
+            }
+            RunError::JobDir(_) => ErrorKind::Host,
+        }
+    }
+}
+
+impl CatalogError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CatalogError::UnknownTask { .. } | CatalogError::Read { .. } => ErrorKind::BadRequest,
+            CatalogError::Load(LoadError::Engine(_)) => ErrorKind::Host,
+            CatalogError::Load(_)
+            | CatalogError::Describe { .. }
+            | CatalogError::BadDescription { .. } => ErrorKind::BadTask,
+        }
+    }
 }
 
 /// The end of a job and its sub-jobs, as reported to users.
@@ -335,58 +389,69 @@ fn refuse_writes_to(grants: &Grants, jobs: &std::path::Path) -> Result<(), RunEr
 #[derive(Clone)]
 pub struct Host {
     shared: Arc<HostShared>,
+    reconciled: Arc<job::Reconciled>,
 }
 
 impl Host {
     /// Build a host with the standard tasks in its catalog. Must be called
     /// within a tokio runtime.
     pub fn new(config: HostConfig) -> Result<Host, HostStartError> {
-        crate::process::close_inherited_fds_on_exec();
+        kiln_exec::close_inherited_fds_on_exec();
         // Every job holds its directory open while it exists.
-        crate::process::raise_open_file_limit();
+        kiln_exec::raise_open_file_limit();
         let engine = PluginEngine::new(config.cache_dir)?;
         let catalog = Catalog::new(engine.clone());
         // A jobs directory that exists may hold jobs of a host that died.
         let jobs = std::sync::OnceLock::new();
+        let mut reconciled = job::Reconciled::default();
         if config.jobs_dir.is_dir() {
-            let state = JobsState::open(&config.jobs_dir)?;
-            let (marked, failed) = crate::job::reconcile::reconcile(&state.store, &state.root);
-            for dir in marked {
-                eprintln!(
-                    "kiln: job in {} was running when its host died; it is now marked interrupted",
+            let state = JobsState::open(&config.jobs_dir, config.store.as_ref())?;
+            reconciled = state.store.reconcile();
+            // Said to the embedder through `Host::reconciled`.
+            for dir in &reconciled.marked {
+                tracing::info!(
+                    "the job in {} was running when its host died; it is now marked interrupted",
                     dir.display()
                 );
             }
-            for message in failed {
-                eprintln!("kiln: {message}");
+            for message in &reconciled.failed {
+                tracing::info!("{message}");
             }
             let _ = jobs.set(Arc::new(state));
         }
         for (name, bytes) in crate::standard::STANDARD_TASKS {
             catalog.add_embedded(name, bytes);
         }
+        let executor = match config.executor {
+            Some(e) => e,
+            None => Arc::new(LocalExecutor::new(config.local)),
+        };
         Ok(Host {
             shared: Arc::new(HostShared {
                 engine,
                 catalog,
                 registry: config.registry,
                 stage: config.stage,
-                confinement: Confinement::new(
-                    config.confine_helper,
-                    config.require_confinement,
-                    config.launch_directly,
-                ),
-                cgroups: crate::process::cgroup::CgroupRoot::create(),
+                executor,
                 process_slots: Arc::new(tokio::sync::Semaphore::new(
                     config.max_running_processes.max(1),
                 )),
                 events: EventBus::default(),
                 resume: config.resume,
                 jobs,
+                configured_store: config.store,
+                live: Mutex::new(HashMap::new()),
                 jobs_dir: config.jobs_dir,
                 shutdown: CancellationToken::new(),
             }),
+            reconciled: Arc::new(reconciled),
         })
+    }
+
+    /// What the host found and did about the jobs of hosts that died on
+    /// its jobs directory, when it started.
+    pub fn reconciled(&self) -> &job::Reconciled {
+        &self.reconciled
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -409,47 +474,24 @@ impl Host {
     /// The grants a run of `task` gets under `manifest` (or by default), and
     /// what it (or a sub-task) requests that is not granted.
     ///
-    /// Programs, sub-tasks, axes and env names are what is requested,
-    /// intersected with the manifest when there is one. Directories are the
-    /// manifest's (plus, at submission, those of files named on the command
-    /// line); the network needs both the request and the manifest.
+    /// See [`Grants::for_run`]; at submission the directories of files
+    /// named on the command line are added.
     pub async fn effective_grants(
         &self,
         task: &TaskInfo,
         manifest: Option<&Grants>,
     ) -> Result<(Grants, Vec<String>), CatalogError> {
         let requested = self.shared.catalog.requests_closure(task).await?;
-        let granted = match manifest {
-            Some(m) => {
-                let mut g = requested.intersect(m);
-                // Which host directories exist is the operator's knowledge,
-                // not the task's: directories come from the manifest alone.
-                g.read_dirs = m.read_dirs.clone();
-                g.write_dirs = m.write_dirs.clone();
-                // So are limits: a manifest may raise them as well as lower.
-                g.limits = m.limits.clone();
-                g
-            }
-            // No manifest: what the tasks request, except directories, the
-            // network and environment names, which only a manifest grants
-            // (an environment variable can make a program run other code).
-            None => {
-                let mut g = requested.clone();
-                g.read_dirs.clear();
-                g.write_dirs.clear();
-                g.env.clear();
-                g.network = false;
-                g
-            }
-        };
+        let granted = Grants::for_run(&requested, manifest);
         let missing = requested.missing_from(&granted);
         Ok((granted, missing))
     }
 
     /// Create the job (directory, container, parameters) without starting
     /// it. Bad parameters are reported here, before anything runs.
-    pub async fn submit(&self, request: RunRequest) -> Result<Arc<Job>, RunError> {
+    pub async fn submit(&self, request: RunRequest) -> Result<JobHandle, RunError> {
         let task = self.shared.catalog.resolve(&request.task).await?;
+        let plugin_task = task.clone();
         let (mut grants, _) = self
             .effective_grants(&task, request.grants.as_ref())
             .await?;
@@ -495,7 +537,8 @@ impl Host {
                     .map_err(|e| param_err(e.to_string()))?;
             }
         }
-        let errors = validation_errors(&container, &|p| std::path::Path::new(p).exists());
+        let errors =
+            job::validation::validation_errors(&container, &|p| std::path::Path::new(p).exists());
         if !errors.is_empty() {
             return Err(RunError::Invalid(errors));
         }
@@ -560,7 +603,7 @@ impl Host {
         }
         let job = Job::new(
             n.to_string(),
-            task,
+            task.task.clone(),
             dir,
             grants,
             container,
@@ -568,14 +611,17 @@ impl Host {
             None,
             staging,
         );
-        *crate::engine::lock(&job.deliveries) = deliveries;
+        *lock(&job.deliveries) = deliveries;
         self.shared.publish_state(&job);
-        Ok(job)
+        Ok(JobHandle {
+            job,
+            task: plugin_task,
+        })
     }
 
     /// Start a submitted job.
-    pub fn start(&self, job: &Arc<Job>) {
-        job::start_job(self.shared.clone(), job.clone(), None);
+    pub fn start(&self, job: &JobHandle) {
+        crate::runner::start_job(self.shared.clone(), job.job.clone(), job.task.clone(), None);
     }
 
     /// Submit, start and wait for a job.
@@ -591,8 +637,176 @@ impl Host {
         JobReport::of(job)
     }
 
+    /// A job by id: a running one (or one that ended in this host and is
+    /// still held), else what the store recorded of it.
+    pub fn job(&self, id: &str) -> Option<JobSummary> {
+        let live = lock(&self.shared.live).get(id).and_then(Weak::upgrade);
+        if let Some(job) = live {
+            return Some(JobSummary::of_live(&job));
+        }
+        let jobs = self.shared.jobs().ok()?;
+        jobs.store
+            .get(id)
+            .map(|s| JobSummary::of_stored(&s, &self.shared.jobs_dir))
+    }
+
+    /// Every job: those this host runs, and those its store recorded
+    /// (past jobs, and jobs of earlier hosts), in id order.
+    pub fn jobs(&self) -> Result<Vec<JobSummary>, job::JobDirError> {
+        let jobs = self.shared.jobs()?;
+        let stored = jobs.store.list().map_err(|source| job::JobDirError {
+            parent: self.shared.jobs_dir.display().to_string(),
+            source,
+        })?;
+        let mut by_id: std::collections::BTreeMap<String, JobSummary> = stored
+            .iter()
+            .map(|s| {
+                (
+                    s.record.id.clone(),
+                    JobSummary::of_stored(s, &self.shared.jobs_dir),
+                )
+            })
+            .collect();
+        let live: Vec<Arc<Job>> = lock(&self.shared.live)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for job in live {
+            by_id.insert(job.id.clone(), JobSummary::of_live(&job));
+        }
+        let mut all: Vec<JobSummary> = by_id.into_values().collect();
+        all.sort_by(|a, b| job::store::id_order(&a.id, &b.id));
+        Ok(all)
+    }
+
+    /// The events of job `id` and its sub-jobs from now on, until its
+    /// `finished`.
+    pub fn subscribe(&self, id: &str) -> JobEvents {
+        JobEvents {
+            id: id.to_string(),
+            rx: self.shared.events.subscribe(),
+            done: false,
+        }
+    }
+
+    /// Cancel a job by id; false when no running job has it.
+    pub fn cancel(&self, id: &str) -> bool {
+        let live = lock(&self.shared.live).get(id).and_then(Weak::upgrade);
+        live.inspect(|j| j.cancel()).is_some()
+    }
+
     /// Cancel every job.
     pub fn shutdown(&self) {
         self.shared.shutdown.cancel();
+    }
+}
+
+/// A submitted job, with the task that runs it: start it with
+/// [`Host::start`]; it derefs to the [`Job`] to wait on, cancel and read.
+#[derive(Clone)]
+pub struct JobHandle {
+    job: Arc<Job>,
+    task: Arc<TaskInfo>,
+}
+
+impl std::ops::Deref for JobHandle {
+    type Target = Job;
+    fn deref(&self) -> &Job {
+        &self.job
+    }
+}
+
+impl JobHandle {
+    pub fn job(&self) -> &Arc<Job> {
+        &self.job
+    }
+}
+
+/// One job as a list shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    pub id: String,
+    pub task: String,
+    pub state: String,
+    /// How it ended, once it has.
+    pub status: Option<String>,
+    pub reason: Option<String>,
+    pub job_dir: PathBuf,
+    /// Whether this host is running it now.
+    pub live: bool,
+}
+
+impl JobSummary {
+    fn of_live(job: &Job) -> JobSummary {
+        let result = job.result();
+        JobSummary {
+            id: job.id.clone(),
+            task: job.task.name.clone(),
+            state: job.state().as_str().to_string(),
+            status: result.as_ref().map(|r| r.status.as_str().to_string()),
+            reason: result.and_then(|r| r.reason),
+            job_dir: job.dir.clone(),
+            live: job.result().is_none(),
+        }
+    }
+
+    fn of_stored(stored: &StoredJob, jobs_dir: &std::path::Path) -> JobSummary {
+        let r = &stored.record;
+        JobSummary {
+            id: r.id.clone(),
+            task: r.task.clone(),
+            state: r.state.clone(),
+            status: r.status.clone(),
+            reason: r.reason.clone(),
+            job_dir: jobs_dir.join(&stored.dir),
+            live: false,
+        }
+    }
+}
+
+/// The events of one job and its sub-jobs (see [`Host::subscribe`]).
+pub struct JobEvents {
+    id: String,
+    rx: tokio::sync::broadcast::Receiver<Event>,
+    done: bool,
+}
+
+/// What [`JobEvents::next`] gives.
+#[derive(Debug, Clone)]
+pub enum Watched {
+    Event(Event),
+    /// The subscriber fell behind and this many events (of any job) were
+    /// lost.
+    Missed(u64),
+}
+
+impl JobEvents {
+    /// The next event of the job or one of its sub-jobs; `None` after the
+    /// job's own `finished`.
+    pub async fn next(&mut self) -> Option<Watched> {
+        use tokio::sync::broadcast::error::RecvError;
+        if self.done {
+            return None;
+        }
+        loop {
+            match self.rx.recv().await {
+                Ok(event) => {
+                    let own = event.job_id == self.id;
+                    let below = event
+                        .job_id
+                        .strip_prefix(self.id.as_str())
+                        .is_some_and(|rest| rest.starts_with('.'));
+                    if !own && !below {
+                        continue;
+                    }
+                    if own && matches!(event.kind, EventKind::Finished { .. }) {
+                        self.done = true;
+                    }
+                    return Some(Watched::Event(event));
+                }
+                Err(RecvError::Lagged(n)) => return Some(Watched::Missed(n)),
+                Err(RecvError::Closed) => return None,
+            }
+        }
     }
 }

@@ -115,7 +115,7 @@ async fn required_confinement_refuses_to_run_a_program_unconfined() {
     let t = TestHost::with_config(
         |r| r,
         |mut c| {
-            c.confine_helper = None;
+            c.local.confine_helper = None;
             c
         },
     )
@@ -142,7 +142,7 @@ async fn rlimits_and_confinement(launch_directly: bool) {
     let t = TestHost::with_config(
         |r| r,
         |mut c| {
-            c.launch_directly = launch_directly;
+            c.local.launch_directly = launch_directly;
             c
         },
     )
@@ -253,7 +253,7 @@ async fn a_confined_program_can_neither_lower_the_hosts_limits_nor_signal_it() {
                     r
                 },
                 |mut c| {
-                    c.launch_directly = launch_directly;
+                    c.local.launch_directly = launch_directly;
                     c
                 },
             )

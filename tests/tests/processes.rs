@@ -297,7 +297,7 @@ async fn a_setsid_escapee_is_killed_at_the_end_of_its_job() {
         let t = TestHost::with_config(
             |r| r,
             |mut c| {
-                c.launch_directly = launch_directly;
+                c.local.launch_directly = launch_directly;
                 c
             },
         )

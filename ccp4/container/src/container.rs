@@ -68,8 +68,9 @@ impl Container {
     }
 
     /// Things in the definition that were stepped over or guessed at
-    /// (unknown classes, items without a class, redefinitions ...). CCP4i2
-    /// accepts such definitions, so they are not errors.
+    /// (unknown classes, items without a class, redefinitions, a word such
+    /// as `Auto` as a number's default ...). CCP4i2 accepts such
+    /// definitions, so they are not errors. Each names the item's path.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }

@@ -14,14 +14,15 @@
 //! defined.
 //!
 //! Problems CCP4i2 itself would step over (a content without a class, an
-//! unknown class, a default of the wrong shape) become warnings on the
-//! container; anything that would make values wrong or paths ambiguous (a
-//! bad id, an unparsable qualifier or default, an include that cannot be
-//! loaded) is an error.
+//! unknown class, a default of the wrong shape, a word such as `Auto` as a
+//! number's default) become warnings on the container; anything that would
+//! make values wrong or paths ambiguous (a bad id, an unparsable qualifier,
+//! a malformed number as a default, an include that cannot be loaded) is an
+//! error.
 
 use crate::classes::{Kind, kind_of};
 use crate::error::DefError;
-use crate::model::{Data, Node, Qualifiers};
+use crate::model::{Data, Node, Qualifiers, ScalarKind};
 use crate::path::join;
 use crate::xml::{self, Elem, is_simple_name};
 
@@ -357,6 +358,16 @@ fn absent(text: &str) -> bool {
     text.is_empty() || text == "None"
 }
 
+/// Whether `text`, which did not parse as a `kind` default, is a word
+/// standing in for a number (`Auto`, `NONE`, `inf`) rather than a number
+/// written wrongly. Only integer and float items qualify. A word is not an
+/// attempt at a number, so dropping it loses nothing; text with a digit in
+/// it (`1.5` for an integer, `1,5`, `2O`) is most likely a mistyped value,
+/// which an error should point at rather than a warning hide.
+fn word_for_number(kind: ScalarKind, text: &str) -> bool {
+    matches!(kind, ScalarKind::Int | ScalarKind::Float) && !text.bytes().any(|b| b.is_ascii_digit())
+}
+
 /// Read a `<qualifiers>` element. The `<default>` element is returned as
 /// is, to be applied once the node exists.
 fn parse_qualifiers<'a>(
@@ -453,12 +464,26 @@ fn apply_default(
         }
         node.qualifiers.default = Some(text.to_string());
         match &mut node.data {
-            Data::Scalar { kind, default, .. } => {
-                let v = kind
-                    .parse(text, true)
-                    .ok_or_else(|| bad_qualifier(path, "default", kind.expected(), text))?;
-                *default = Some(v);
-            }
+            Data::Scalar { kind, default, .. } => match kind.parse(text, true) {
+                Some(v) => *default = Some(v),
+                None if word_for_number(*kind, text) => {
+                    // CCP4i2's shipped definitions say `Auto` where the
+                    // program picks the number (xia2's nproc, d_min ...).
+                    // CCP4i2 fails to convert the word, reports it and
+                    // leaves the item unset; doing the same lets those
+                    // tasks load. The word is not kept as the textual
+                    // default either, so nothing downstream takes it for
+                    // a value.
+                    node.qualifiers.default = None;
+                    warnings.push(format!(
+                        "{path}: default {text:?} is not {} ({}); the item was left unset, \
+                         as CCP4i2 leaves it",
+                        kind.expected(),
+                        node.class_name
+                    ));
+                }
+                None => return Err(bad_qualifier(path, "default", kind.expected(), text)),
+            },
             Data::File { default, .. } => default.path = Some(text.to_string()),
             Data::Generic { default, .. } => *default = Some(text.to_string()),
             _ => warnings.push(format!(

@@ -58,3 +58,4 @@ pub use error::{ContainerError, DefError, ParamsError};
 pub use model::{FileValue, Qualifiers, Value};
 pub use params_xml::ParamsHeader;
 pub use validate::{Report, Severity};
+pub use xml::escape_text;

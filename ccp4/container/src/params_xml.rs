@@ -422,6 +422,36 @@ fn read_node(
     Ok(())
 }
 
+/// Every value in a PARAMS file as (dotted path, text), without knowing the
+/// task's definition: for showing a file from any source. Files appear as
+/// their elements (`HKLIN.baseName`, `HKLIN.relPath`, ...).
+pub fn values(text: &str) -> Result<Vec<(String, String)>, ParamsError> {
+    let root = xml::parse(text)?;
+    let body = root
+        .child("ccp4i2_body")
+        .or_else(|| root.child("body"))
+        .ok_or(ParamsError::NoBody)?;
+    let mut out = Vec::new();
+    fn walk(e: &xml::Elem, prefix: &str, out: &mut Vec<(String, String)>) {
+        for c in &e.children {
+            let path = if prefix.is_empty() {
+                c.name.clone()
+            } else {
+                format!("{prefix}.{}", c.name)
+            };
+            if c.children.is_empty() {
+                if !c.text.trim().is_empty() {
+                    out.push((path, c.text.trim().to_string()));
+                }
+            } else {
+                walk(c, &path, out);
+            }
+        }
+    }
+    walk(body, "", &mut out);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,34 +484,4 @@ mod tests {
         );
         assert_eq!(ParamsHeader::creation_time_utc(-1), "23:59 31/Dec/69");
     }
-}
-
-/// Every value in a PARAMS file as (dotted path, text), without knowing the
-/// task's definition: for showing a file from any source. Files appear as
-/// their elements (`HKLIN.baseName`, `HKLIN.relPath`, ...).
-pub fn values(text: &str) -> Result<Vec<(String, String)>, ParamsError> {
-    let root = xml::parse(text)?;
-    let body = root
-        .child("ccp4i2_body")
-        .or_else(|| root.child("body"))
-        .ok_or(ParamsError::NoBody)?;
-    let mut out = Vec::new();
-    fn walk(e: &xml::Elem, prefix: &str, out: &mut Vec<(String, String)>) {
-        for c in &e.children {
-            let path = if prefix.is_empty() {
-                c.name.clone()
-            } else {
-                format!("{prefix}.{}", c.name)
-            };
-            if c.children.is_empty() {
-                if !c.text.trim().is_empty() {
-                    out.push((path, c.text.trim().to_string()));
-                }
-            } else {
-                walk(c, &path, out);
-            }
-        }
-    }
-    walk(body, "", &mut out);
-    Ok(out)
 }

@@ -180,7 +180,7 @@ fn convert(node: roxmltree::Node<'_, '_>, depth: usize) -> Result<Elem, XmlError
 /// Escape text content. Carriage returns are written as a character
 /// reference because XML parsers turn a literal CR (and CRLF) into LF, and
 /// a value must read back exactly as it was written.
-pub(crate) fn escape_text(s: &str) -> Cow<'_, str> {
+pub fn escape_text(s: &str) -> Cow<'_, str> {
     escape(s, false)
 }
 

@@ -425,3 +425,182 @@ fn include_cycles_and_depth() {
         "include not resolved: x.def.xml: project \"MYPROJ\" is not supported, only CCP4I2_TOP"
     );
 }
+
+/// Numeric items as CCP4i2 3.0.1's xia2 wrappers define them (trimmed from
+/// xia2_ssx_reduce.def.xml and xia2_multiplex.def.xml), where `Auto` lets
+/// the program choose, next to numeric items with real defaults.
+const AUTO_DEF: &str = r#"<?xml version='1.0' encoding='UTF-8'?>
+<ccp4:ccp4i2 xmlns:ccp4="http://www.ccp4.ac.uk/ccp4ns">
+  <ccp4i2_header><function>DEF</function><pluginName>xia2_auto</pluginName></ccp4i2_header>
+  <ccp4i2_body id="xia2_auto">
+    <container id="controlParameters">
+      <content id="multiprocessing__nproc">
+        <className>CInt</className>
+        <qualifiers>
+          <guiLabel>Number of parallel processes used</guiLabel>
+          <guiDefinition><expertLevel>1</expertLevel></guiDefinition>
+          <default>Auto</default>
+        </qualifiers>
+      </content>
+      <content id="symmetry__cosym__d_min">
+        <className>CFloat</className>
+        <qualifiers>
+          <guiLabel>d_min</guiLabel>
+          <default>Auto</default>
+          <min>0</min>
+        </qualifiers>
+      </content>
+      <content id="WAVELENGTH">
+        <className>CWavelength</className>
+        <qualifiers><default>NONE</default></qualifiers>
+      </content>
+    </container>
+  </ccp4i2_body>
+</ccp4:ccp4i2>
+"#;
+
+/// Numeric items with real defaults (and CCP4i2's `None` for "no default").
+const NUMERIC_DEF: &str = r#"<ccp4i2>
+  <ccp4i2_body id="numbers">
+    <container id="controlParameters">
+      <content id="NCYCLES">
+        <className>CInt</className>
+        <qualifiers><default>10</default></qualifiers>
+      </content>
+      <content id="NCYCLES_F">
+        <className>CInt</className>
+        <qualifiers><default>20.0</default></qualifiers>
+      </content>
+      <content id="D_MIN">
+        <className>CFloat</className>
+        <qualifiers><default>1.85</default></qualifiers>
+      </content>
+      <content id="D_MAX">
+        <className>CFloat</className>
+        <qualifiers><default>None</default></qualifiers>
+      </content>
+    </container>
+  </ccp4i2_body>
+</ccp4i2>
+"#;
+
+#[test]
+fn auto_numeric_defaults_load_unset_with_a_warning() {
+    let c = Container::from_def_xml(AUTO_DEF).unwrap();
+    for path in [
+        "controlParameters.multiprocessing__nproc",
+        "controlParameters.symmetry__cosym__d_min",
+        "controlParameters.WAVELENGTH",
+    ] {
+        assert_eq!(c.get(path).unwrap(), None, "{path}");
+        assert!(!c.is_set(path).unwrap(), "{path}");
+        // The word is not passed on as if it were the item's default.
+        assert_eq!(c.qualifiers(path).unwrap().default, None, "{path}");
+    }
+    // The other qualifiers of those items are still read.
+    assert_eq!(
+        c.qualifiers("controlParameters.symmetry__cosym__d_min")
+            .unwrap()
+            .min,
+        Some(0.0)
+    );
+    assert_eq!(
+        c.warnings(),
+        [
+            "controlParameters.multiprocessing__nproc: default \"Auto\" is not an integer (CInt); \
+             the item was left unset, as CCP4i2 leaves it",
+            "controlParameters.symmetry__cosym__d_min: default \"Auto\" is not a number (CFloat); \
+             the item was left unset, as CCP4i2 leaves it",
+            "controlParameters.WAVELENGTH: default \"NONE\" is not a number (CWavelength); \
+             the item was left unset, as CCP4i2 leaves it",
+        ]
+    );
+    // Unset is a legal state: the items are optional, so the job validates.
+    assert!(c.validate().is_empty(), "{:?}", c.validate());
+    // A value given later fills the item as usual.
+    let mut c = c;
+    c.set_from_str("multiprocessing__nproc", "8").unwrap();
+    assert_eq!(
+        c.get("controlParameters.multiprocessing__nproc").unwrap(),
+        Some(Value::Int(8))
+    );
+}
+
+#[test]
+fn real_numeric_defaults_still_load() {
+    let c = Container::from_def_xml(NUMERIC_DEF).unwrap();
+    for (path, want, text) in [
+        ("controlParameters.NCYCLES", Value::Int(10), "10"),
+        // CCP4i2 reads an integer default through a float.
+        ("controlParameters.NCYCLES_F", Value::Int(20), "20.0"),
+        ("controlParameters.D_MIN", Value::Float(1.85), "1.85"),
+    ] {
+        assert_eq!(c.get(path).unwrap(), Some(want), "{path}");
+        assert!(!c.is_set(path).unwrap(), "{path}");
+        assert_eq!(
+            c.qualifiers(path).unwrap().default.as_deref(),
+            Some(text),
+            "{path}"
+        );
+    }
+    // `None` is CCP4i2's own "no default": unset, and nothing to warn about.
+    assert_eq!(c.get("controlParameters.D_MAX").unwrap(), None);
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+}
+
+#[test]
+fn malformed_numeric_defaults_are_still_errors() {
+    // Text with digits in it is a number written wrongly, not a word
+    // standing in for one; it is refused rather than silently dropped.
+    for (class, text, expected) in [
+        ("CInt", "2O", "an integer"),
+        ("CInt", "1.5", "an integer"),
+        ("CFloat", "1,5", "a number"),
+        ("CFloat", "1e999", "a number"),
+    ] {
+        let def = format!(
+            "<ccp4i2><ccp4i2_body><container id=\"x\"><content id=\"N\"><className>{class}</className>\
+             <qualifiers><default>{text}</default></qualifiers></content></container></ccp4i2_body></ccp4i2>"
+        );
+        let err = Container::from_def_xml(&def).unwrap_err();
+        assert_eq!(
+            err,
+            DefError::BadQualifier {
+                path: "x.N".into(),
+                qualifier: "default".into(),
+                reason: format!("expected {expected}, got {text:?}"),
+            },
+            "{class} {text}"
+        );
+    }
+    // Only numbers take a word as "unset": a boolean's default must be one.
+    let def = "<ccp4i2><ccp4i2_body><container id=\"x\"><content id=\"B\"><className>CBoolean</className>\
+               <qualifiers><default>Auto</default></qualifiers></content></container></ccp4i2_body></ccp4i2>";
+    assert!(Container::from_def_xml(def).is_err());
+}
+
+#[test]
+fn auto_in_params_xml_is_still_refused() {
+    // The leniency is for definition defaults only: a params.xml value is
+    // what a job runs with, and a word there is an error as before.
+    let def = Container::from_def_xml(NUMERIC_DEF).unwrap();
+    for (item, class, expected) in [
+        ("NCYCLES", "CInt", "an integer"),
+        ("D_MIN", "CFloat", "a number"),
+    ] {
+        let text = format!(
+            "<ccp4i2><ccp4i2_body><controlParameters><{item}>Auto</{item}>\
+             </controlParameters></ccp4i2_body></ccp4i2>"
+        );
+        let err = Container::from_params_xml(def.clone(), &text).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "params.xml: controlParameters.{item} ({class}): expected {expected}, got \"Auto\""
+            )
+        );
+        // Nor may a user set one to a word.
+        let mut c = def.clone();
+        assert!(c.set_from_str(item, "Auto").is_err(), "{item}");
+    }
+}

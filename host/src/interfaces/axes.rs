@@ -1,17 +1,29 @@
-//! `kiln:plugin/axes`: the granted axes of the host's stage.
+//! `kiln:plugin/axes`: the granted axes of the host's stage, within their
+//! envelopes.
 
-use crate::axes::{MotionEnd, MotionHandle};
 use crate::bindings::axes::{AxisInfo, Host, HostMotion, MotionEnd as WitEnd, MotionStatus};
 use crate::bindings::types::HostError;
-use crate::engine::lock;
-use crate::grants::Capability;
+use crate::handles::MotionHandle;
 use crate::interfaces::{
-    PluginState, cancelled, check_len, denied, invalid, not_found, until_cancelled,
+    PluginState, cancelled, check_len, denied, failed, invalid, not_found, until_cancelled,
 };
-use crate::job::AuditEvent;
+use crate::lock;
+use kiln_jobs::AuditEvent;
+use kiln_jobs::grants::Capability;
+use kiln_stage::{MotionEnd, StageError};
 use wasmtime::component::Resource;
 
 type HostResult<T> = wasmtime::Result<Result<T, HostError>>;
+
+/// A request the stage refused is the plugin's to fix (`invalid`); a stage
+/// that failed to carry out a good one is `failed`.
+fn stage_error(e: StageError) -> HostError {
+    if e.is_bad_request() {
+        invalid(e.to_string())
+    } else {
+        failed(e.to_string())
+    }
+}
 
 impl PluginState {
     /// The axis if it exists and is granted.
@@ -19,7 +31,7 @@ impl PluginState {
         check_len("an axis id", id)?;
         let b = self.bound()?;
         b.job.require(Capability::Axis, id).map_err(denied)?;
-        if b.host.stage.config(id).is_none() {
+        if b.host.stage.axis(id).is_none() {
             return Err(not_found(format!(
                 "axis `{id}` is granted but the stage has no such axis"
             )));
@@ -35,17 +47,17 @@ impl PluginState {
     ) -> Result<MotionHandle, HostError> {
         self.granted_axis(id)?;
         let b = self.bound()?;
-        let from = b.host.stage.position(id).unwrap_or_default();
+        let from = b.host.stage.position(id).map_err(stage_error)?;
         let target = target(from);
-        if let Some(envelope) = b.job.grants.axis_limits.get(id) {
-            if let Err(message) = envelope.check(id, target, speed) {
-                b.job.audit(&AuditEvent::Denied {
-                    capability: "axis_limits",
-                    name: id,
-                    message: &message,
-                });
-                return Err(denied(message));
-            }
+        if let Some(envelope) = b.job.grants.axis_limits.get(id)
+            && let Err(message) = envelope.check(id, target, speed)
+        {
+            b.job.audit(&AuditEvent::Denied {
+                capability: "axis_limits",
+                name: id,
+                message: &message,
+            });
+            return Err(denied(message));
         }
         // Without a speed, the axis's maximum, capped by the envelope.
         let speed = speed.or_else(|| b.job.grants.axis_limits.get(id).and_then(|e| e.max_speed));
@@ -58,12 +70,9 @@ impl PluginState {
             .host
             .stage
             .move_to(id, target, speed)
-            .map_err(|e| invalid(e.to_string()))?;
-        lock(&b.job.motions).push(motion.clone());
-        Ok(MotionHandle {
-            axis: id.to_string(),
-            motion,
-        })
+            .map_err(stage_error)?;
+        lock(&b.attempt.motions).push(motion.clone());
+        Ok(MotionHandle { motion })
     }
 
     fn push_motion(
@@ -93,26 +102,30 @@ impl Host for PluginState {
         };
         let stage = &b.host.stage;
         Ok(stage
-            .ids()
-            .filter(|id| b.job.grants.axes.contains(*id))
-            .filter_map(|id| {
-                let c = stage.config(id)?;
+            .axes()
+            .into_iter()
+            .filter(|c| b.job.grants.axes.contains(&c.id))
+            .filter_map(|c| {
                 Some(AxisInfo {
-                    id: c.id.clone(),
-                    units: c.units.clone(),
+                    position: stage.position(&c.id).ok()?,
+                    id: c.id,
+                    units: c.units,
                     min: c.min,
                     max: c.max,
                     max_speed: c.max_speed,
-                    position: stage.position(id)?,
                 })
             })
             .collect())
     }
 
     async fn position(&mut self, axis: String) -> HostResult<f64> {
-        Ok(self
-            .granted_axis(&axis)
-            .and_then(|()| Ok(self.bound()?.host.stage.position(&axis).unwrap_or_default())))
+        Ok(self.granted_axis(&axis).and_then(|()| {
+            self.bound()?
+                .host
+                .stage
+                .position(&axis)
+                .map_err(stage_error)
+        }))
     }
 
     async fn move_absolute(
@@ -155,7 +168,13 @@ impl HostMotion for PluginState {
         let m = self.table_ref().get(&r)?.motion.clone();
         let token = self.cancel_token();
         tokio::select! {
-            (end, pos) = m.wait() => Ok(Ok((match end { MotionEnd::Reached => WitEnd::Reached, MotionEnd::Stopped => WitEnd::Stopped }, pos))),
+            ended = m.wait() => Ok(ended.map(|(end, pos)| {
+                let end = match end {
+                    MotionEnd::Reached => WitEnd::Reached,
+                    MotionEnd::Stopped => WitEnd::Stopped,
+                };
+                (end, pos)
+            }).map_err(stage_error)),
             _ = until_cancelled(&token) => {
                 // A cancelled job leaves no axis moving.
                 m.stop();

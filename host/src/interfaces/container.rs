@@ -2,11 +2,11 @@
 
 use crate::bindings::container::{self as wit, Host};
 use crate::bindings::types::{ErrorRecord, HostError, Severity};
-use crate::engine::lock;
-use crate::files::Access;
 use crate::interfaces::{PluginState, check_len, checked_path, invalid};
-use crate::job::Job;
+use crate::lock;
 use kiln_container as model;
+use kiln_fs::roots::Access;
+use kiln_jobs::Job;
 
 /// WIT value to container value for `item` of `job`'s container. A file
 /// path must lie in the job's granted roots (writable for outputData); it is

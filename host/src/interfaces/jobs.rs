@@ -9,13 +9,14 @@ use crate::bindings::jobs::{
 };
 use crate::bindings::signals::Progress as WitProgress;
 use crate::bindings::types::HostError;
-use crate::engine::lock;
-use crate::grants::Capability;
+use crate::handles::SubJobHandle;
 use crate::interfaces::container::{container_error, value_from_wit, value_to_wit};
 use crate::interfaces::{
     PluginState, cancelled, check_len, denied, failed, invalid, limit, not_found, until_cancelled,
 };
-use crate::job::{AuditEvent, FailurePolicy, Job, JobResult, JobSignal, JobState, SubJobHandle};
+use crate::lock;
+use kiln_jobs::grants::Capability;
+use kiln_jobs::{AuditEvent, FailurePolicy, Job, JobResult, JobSignal, JobState};
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
@@ -106,17 +107,13 @@ impl PluginState {
             .requests_closure(&info)
             .await
             .map_err(|e| failed(format!("failed to load the sub-tasks of `{task}`: {e}")))?;
-        let mut grants = parent.grants.intersect(&requests);
-        // Limits and directories are the operator's, not the task's to ask.
-        grants.limits = parent.grants.limits.clone();
-        grants.read_dirs = parent.grants.read_dirs.clone();
-        grants.write_dirs = parent.grants.write_dirs.clone();
+        let grants = parent.grants.for_sub_job(&requests);
         let (n, dir) = parent
             .allocate_child_dir()
             .map_err(|e| failed(e.to_string()))?;
         let job = Job::new(
             format!("{}.{n}", parent.id),
-            info.clone(),
+            info.task.clone(),
             dir,
             grants,
             info.new_container(),
@@ -135,6 +132,7 @@ impl PluginState {
         job.release_dir();
         Ok(SubJobHandle {
             job,
+            task: info,
             started: false,
         })
     }
@@ -188,7 +186,7 @@ impl Host for PluginState {
             .steps
             .set_cap(n, job.grants.limits.sub_jobs)
             .map_err(|e| match e {
-                crate::job::pipeline::CapError::AboveLimit { .. } => limit(e.to_string()),
+                kiln_jobs::pipeline::CapError::AboveLimit { .. } => limit(e.to_string()),
                 _ => invalid(e.to_string()),
             }))
     }
@@ -320,7 +318,7 @@ impl HostSubJob for PluginState {
                     )));
                 }
             }
-            *crate::engine::lock(&job.policy) = policy;
+            *crate::lock(&job.policy) = policy;
             Ok(())
         })())
     }
@@ -366,11 +364,11 @@ impl HostSubJob for PluginState {
         // Its files are looked at as the host will read them: through the
         // job's roots, regular files reached without a link.
         let roots = &h.job.roots;
-        let errors = crate::host::validation_errors(&lock(&h.job.container), &|p| {
+        let errors = kiln_jobs::validation::validation_errors(&lock(&h.job.container), &|p| {
             roots.open_file(p).is_ok()
         });
         if !errors.is_empty() {
-            let list = crate::host::report_lines(&errors);
+            let list = kiln_jobs::validation::report_lines(&errors);
             return Ok(Err(invalid(format!(
                 "sub-job {} ({}) has invalid parameters: {}",
                 h.job.id,
@@ -380,12 +378,13 @@ impl HostSubJob for PluginState {
         }
         h.started = true;
         let job = h.job.clone();
+        let task = h.task.clone();
         // Started from now on: its parameters are fixed, and if the
         // pipeline ends it is cancelled and waited for, not dropped as
         // never started.
         job.set_state(JobState::Queued);
         let slot = parent.steps.queue_for_slot().await;
-        crate::job::start_job(host, job, Some(slot));
+        crate::runner::start_job(host, job, task, Some(slot));
         Ok(Ok(()))
     }
 

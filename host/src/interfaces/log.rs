@@ -2,7 +2,6 @@
 //! job directory and published as events.
 
 use crate::bindings::log::{Host, Level};
-use crate::events::EventKind;
 use crate::interfaces::PluginState;
 
 /// Longest message kept; the rest is cut.
@@ -28,25 +27,7 @@ impl Host for PluginState {
                 .unwrap_or(0);
             message.truncate(cut);
         }
-        let level = level_name(level);
-        // The job log is a diagnostic: a failed write must not fail the job,
-        // and is told through the event alone.
-        if let Err(e) = b.job.log_line(level, &message) {
-            b.host.publish(
-                &b.job,
-                EventKind::Log {
-                    level: "warn".into(),
-                    message: format!("cannot write kiln.log: {e}"),
-                },
-            );
-        }
-        b.host.publish(
-            &b.job,
-            EventKind::Log {
-                level: level.to_string(),
-                message,
-            },
-        );
+        b.host.log(&b.job, level_name(level), message);
         Ok(())
     }
 }

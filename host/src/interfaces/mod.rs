@@ -16,8 +16,10 @@ mod types;
 
 use crate::bindings::types::{ErrorKind, HostError};
 use crate::guest_cpu::{CpuMeter, EpochClock};
+use crate::guest_output::GuestOutput;
 use crate::host::HostShared;
-use crate::job::{GuestOutput, Job};
+use crate::runner::Attempt;
+use kiln_jobs::Job;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +39,8 @@ pub const MAX_HANDLES: usize = 10_000;
 pub(crate) struct Bound {
     pub host: Arc<HostShared>,
     pub job: Arc<Job>,
+    /// What this attempt of the job holds (its programs, its motions).
+    pub attempt: Arc<Attempt>,
 }
 
 /// The data of one plugin instance's store.
@@ -221,11 +225,11 @@ pub(crate) fn cancelled() -> HostError {
 pub(crate) fn checked_path(
     job: &Job,
     path: &str,
-    access: crate::files::Access,
+    access: kiln_fs::roots::Access,
     what: &str,
 ) -> Result<std::path::PathBuf, HostError> {
-    use crate::files::PathError;
-    use crate::job::AuditEvent;
+    use kiln_fs::roots::PathError;
+    use kiln_jobs::AuditEvent;
     match job.roots.check(path, access) {
         Ok(resolved) => {
             if let Some(dir) = &resolved.granted_dir {
@@ -233,8 +237,8 @@ pub(crate) fn checked_path(
                     path: &resolved.path,
                     directory: dir,
                     access: match access {
-                        crate::files::Access::Read => "read",
-                        crate::files::Access::Write => "write",
+                        kiln_fs::roots::Access::Read => "read",
+                        kiln_fs::roots::Access::Write => "write",
                     },
                 });
             }

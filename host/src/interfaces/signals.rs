@@ -4,9 +4,9 @@
 
 use crate::bindings::signals::{Host, Progress};
 use crate::bindings::types::HostError;
-use crate::events::EventKind;
 use crate::interfaces::{PluginState, check_len, invalid, limit};
-use crate::job::{Job, JobSignal};
+use kiln_jobs::events::EventKind;
+use kiln_jobs::{Job, JobSignal};
 
 /// Names the host reserves for its own signals.
 const RESERVED: &[&str] = &["finished", "state", "progress", "log"];
@@ -88,7 +88,7 @@ fn queue(job: &Job, signal: JobSignal) -> Result<(), HostError> {
                  should read them with next-signal, or the operator raise limits.signals",
                 job.id,
                 full.limit,
-                crate::job::signal_queue::MAX_QUEUED_BYTES >> 20
+                kiln_jobs::signal_queue::MAX_QUEUED_BYTES >> 20
             ))
         })
 }

@@ -3,7 +3,7 @@
 
 use crate::bindings::types::{self as wit, Host};
 use crate::interfaces::PluginState;
-use crate::job::FinishStatus;
+use kiln_jobs::FinishStatus;
 
 impl Host for PluginState {}
 

@@ -14,7 +14,7 @@ pub const PLUGIN_DIR: &str = env!("KILN_TEST_PLUGIN_DIR");
 /// The bundled demo data.
 pub fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../host/demo-data")
+        .join("../cli/demo-data")
         .join(name)
         .canonicalize()
         .unwrap()
