@@ -253,6 +253,41 @@ fn def_check_and_params_show_read_ccp4i2_files() {
     );
 }
 
+/// CCP4i2's own definitions give numeric items the default `Auto`; CCP4i2
+/// leaves them unset, and so does Kiln, saying so.
+#[test]
+fn def_check_reads_a_numeric_default_that_is_a_word_as_unset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let def = tmp.path().join("auto.def.xml");
+    std::fs::write(
+        &def,
+        r#"<?xml version='1.0' encoding='UTF-8'?>
+<ccp4:ccp4i2 xmlns:ccp4="http://www.ccp4.ac.uk/ccp4ns">
+  <ccp4i2_header><function>DEF</function><pluginName>auto</pluginName></ccp4i2_header>
+  <ccp4i2_body id="auto">
+    <container id="controlParameters">
+      <content id="NPROC">
+        <className>CInt</className>
+        <qualifiers><default>Auto</default></qualifiers>
+      </content>
+    </container>
+  </ccp4i2_body>
+</ccp4:ccp4i2>
+"#,
+    )
+    .unwrap();
+    let out = kiln(tmp.path(), &["def", "check", def.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains(": ok: "), "{stdout}");
+    assert!(
+        stdout.contains(
+            "controlParameters.NPROC: default \"Auto\" is not an integer (CInt); the item was left unset"
+        ),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn bad_input_exits_2_with_a_message() {
     let tmp = tempfile::tempdir().unwrap();
@@ -353,10 +388,13 @@ fn def_check_resolves_includes_from_a_ccp4i2_installation() {
         return;
     };
     let defs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ccp4/container/testdata");
-    let files: Vec<String> = ["molrep_pipe", "mtzheader", "pdbset_ui", "prosmart_refmac"]
+    let mut files: Vec<String> = ["molrep_pipe", "mtzheader", "pdbset_ui", "prosmart_refmac"]
         .iter()
         .map(|n| defs.join(format!("{n}.def.xml")).display().to_string())
         .collect();
+    // Shipped with CCP4i2, with numeric defaults `Auto`.
+    let xia2 = Path::new(&top).join("wrappers/xia2_dials/script/xia2_dials.def.xml");
+    files.push(xia2.display().to_string());
     let mut args = vec!["def", "check", "--top", top.to_str().unwrap()];
     args.extend(files.iter().map(String::as_str));
     let tmp = tempfile::tempdir().unwrap();
@@ -365,9 +403,10 @@ fn def_check_resolves_includes_from_a_ccp4i2_installation() {
     assert!(out.status.success(), "{stdout}");
     assert_eq!(
         stdout.lines().filter(|l| l.contains(": ok: ")).count(),
-        4,
+        5,
         "{stdout}"
     );
+    assert!(stdout.contains("default \"Auto\" is not"), "{stdout}");
 }
 
 /// Like any Unix filter: a write to a reader that has gone ends `kiln` by

@@ -35,6 +35,7 @@ pub use confinement::{Confined, Confinement, install_prefix};
 pub use executor::{
     ExecError, ExecSession, Executor, LocalConfig, LocalExecutor, ProgramRequest, Sandbox,
 };
+pub use kiln_confine::Rlimits;
 pub use output::{LineSink, MAX_LINE, WarningSink};
 pub use registry::{ProgramEntry, Registry};
 

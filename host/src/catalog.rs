@@ -62,8 +62,12 @@ impl std::ops::Deref for TaskInfo {
 pub enum CatalogError {
     #[error("unknown task `{name}`; known tasks: {known}")]
     UnknownTask { name: String, known: String },
-    #[error("failed to read component {path}: {detail}")]
-    Read { path: String, detail: String },
+    #[error("failed to read component {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("failed to describe {origin}: {detail}")]
@@ -191,18 +195,20 @@ impl Catalog {
 }
 
 fn read_component(path: &Path) -> Result<Vec<u8>, CatalogError> {
-    let err = |detail: String| CatalogError::Read {
+    let err = |source: std::io::Error| CatalogError::Read {
         path: path.display().to_string(),
-        detail,
+        source,
     };
-    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    let meta = std::fs::metadata(path).map_err(err)?;
     if !meta.is_file() {
-        return Err(err("not a regular file".into()));
+        return Err(err(std::io::Error::other("not a regular file")));
     }
     if meta.len() > MAX_COMPONENT_BYTES {
-        return Err(err(format!("larger than {MAX_COMPONENT_BYTES} bytes")));
+        return Err(err(std::io::Error::other(format!(
+            "larger than {MAX_COMPONENT_BYTES} bytes"
+        ))));
     }
-    std::fs::read(path).map_err(|e| err(e.to_string()))
+    std::fs::read(path).map_err(err)
 }
 
 fn is_task_name(name: &str) -> bool {

@@ -20,12 +20,20 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Why a component could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("failed to compile {origin}: not a valid WebAssembly component: {detail}")]
-    Invalid { origin: String, detail: String },
+    #[error("failed to compile {origin}: not a valid WebAssembly component: {source:#}")]
+    Invalid {
+        origin: String,
+        #[source]
+        source: wasmtime::Error,
+    },
     #[error(
-        "failed to load {origin}: it does not target Kiln's world kiln:plugin/plugin@0.1.0: {detail}"
+        "failed to load {origin}: it does not target Kiln's world kiln:plugin/plugin@0.1.0: {source:#}"
     )]
-    WrongWorld { origin: String, detail: String },
+    WrongWorld {
+        origin: String,
+        #[source]
+        source: wasmtime::Error,
+    },
     #[error("failed to set up the wasmtime engine: {0}")]
     Engine(String),
 }
@@ -96,13 +104,13 @@ impl PluginEngine {
         let instance_pre =
             self.linker
                 .instantiate_pre(&component)
-                .map_err(|e| LoadError::WrongWorld {
+                .map_err(|source| LoadError::WrongWorld {
                     origin: origin.to_string(),
-                    detail: format!("{e:#}"),
+                    source,
                 })?;
-        let pre = PluginPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+        let pre = PluginPre::new(instance_pre).map_err(|source| LoadError::WrongWorld {
             origin: origin.to_string(),
-            detail: format!("{e:#}"),
+            source,
         })?;
         let loaded = LoadedPlugin {
             hash: hash.clone(),
@@ -118,9 +126,9 @@ impl PluginEngine {
         hash: &str,
         origin: &str,
     ) -> Result<Component, LoadError> {
-        let invalid = |e: wasmtime::Error| LoadError::Invalid {
+        let invalid = |source: wasmtime::Error| LoadError::Invalid {
             origin: origin.to_string(),
-            detail: format!("{e:#}"),
+            source,
         };
         let Some(dir) = &self.cache_dir else {
             return Component::new(&self.engine, bytes).map_err(invalid);

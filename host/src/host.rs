@@ -96,11 +96,10 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 pub(crate) struct HostShared {
     pub engine: Arc<PluginEngine>,
     pub catalog: Catalog,
-    pub registry: Registry,
+    /// What a program request is checked against and queued for.
+    pub programs: Programs,
     pub stage: Arc<dyn Stage>,
     pub executor: Arc<dyn Executor>,
-    /// Slots for native programs running at once, host-wide.
-    pub process_slots: Arc<tokio::sync::Semaphore>,
     pub events: EventBus,
     pub jobs_dir: PathBuf,
     /// The jobs directory, held, with the host's records; made with the
@@ -115,6 +114,14 @@ pub(crate) struct HostShared {
     pub resume: bool,
     /// Cancelling this cancels every job.
     pub shutdown: CancellationToken,
+}
+
+/// The programs jobs may run, and the host-wide limit on how many run at
+/// once.
+pub(crate) struct Programs {
+    pub registry: Registry,
+    /// Slots for native programs running at once, host-wide.
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The jobs directory, held, and the host's records of its jobs.
@@ -163,45 +170,17 @@ impl HostShared {
         live.insert(job.id.clone(), Arc::downgrade(job));
     }
 
-    /// A line in the job's `kiln.log`, and the same as a `log` event: the
-    /// one way the host writes the job log. A log that cannot be written
-    /// is said on the bus (it never fails the job).
-    pub(crate) fn log(&self, job: &Job, level: &str, message: String) {
-        if let Err(e) = job.log_line(level, &message) {
-            self.publish(
-                job,
-                EventKind::Log {
-                    level: "warn".into(),
-                    message: format!("cannot write kiln.log: {e}"),
-                },
-            );
-        }
-        self.publish(
-            job,
-            EventKind::Log {
-                level: level.into(),
-                message,
-            },
-        );
-    }
-
-    /// Report trouble with a job that is not its own failure: in its log
-    /// and on the bus, where whoever watches the job sees it.
+    /// See [`EventBus::warn`].
     pub(crate) fn warn(&self, job: &Job, message: String) {
-        tracing::info!(job = %job.id, "{message}");
-        self.log(job, "warn", message);
+        self.events.warn(job, message);
     }
 
     pub(crate) fn publish(&self, job: &Job, kind: EventKind) {
-        self.events.publish(Event {
-            job_id: job.id.clone(),
-            task: job.task.name.clone(),
-            kind,
-        });
+        self.events.publish_job(job, kind);
     }
 
     pub(crate) fn publish_state(&self, job: &Job) {
-        self.publish(job, EventKind::State { state: job.state() });
+        self.events.publish_state(job);
     }
 
     pub(crate) fn publish_finished(&self, job: &Job, status: FinishStatus, reason: Option<String>) {
@@ -430,12 +409,14 @@ impl Host {
             shared: Arc::new(HostShared {
                 engine,
                 catalog,
-                registry: config.registry,
+                programs: Programs {
+                    registry: config.registry,
+                    slots: Arc::new(tokio::sync::Semaphore::new(
+                        config.max_running_processes.max(1),
+                    )),
+                },
                 stage: config.stage,
                 executor,
-                process_slots: Arc::new(tokio::sync::Semaphore::new(
-                    config.max_running_processes.max(1),
-                )),
                 events: EventBus::default(),
                 resume: config.resume,
                 jobs,
@@ -459,7 +440,7 @@ impl Host {
     }
 
     pub fn registry(&self) -> &Registry {
-        &self.shared.registry
+        &self.shared.programs.registry
     }
 
     pub fn events(&self) -> &EventBus {

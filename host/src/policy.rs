@@ -1,15 +1,15 @@
-//! The host's policy in one place: what a job's programs may touch (its
-//! sandbox), whether a program request is allowed and what it becomes, and
-//! the grants of a run and of a sub-job. The WIT interfaces only translate
-//! to and from these.
+//! The host's policy on programs in one place: what a job's programs may
+//! touch (its sandbox), and whether a program request is allowed and what
+//! it becomes. The grants of a run and of a sub-job are
+//! `kiln_jobs::Grants::for_run` and `for_sub_job`. The WIT interfaces only
+//! translate to and from these.
 
 use crate::bindings::process::{SpawnRequest, StdinSource};
 use crate::bindings::types::HostError;
-use crate::interfaces::{
-    Bound, check_len, checked_path, denied, failed, invalid, limit, not_found,
-};
+use crate::host::Programs;
+use crate::interfaces::{check_len, checked_path, denied, failed, invalid, limit, not_found};
 use crate::lock;
-use kiln_exec::{Gate, ProgramRequest, Sandbox};
+use kiln_exec::{CaptureBudget, Gate, ProgramRequest, Sandbox};
 use kiln_fs::DirHandle;
 use kiln_fs::roots::Access;
 use kiln_jobs::grants::Capability;
@@ -43,7 +43,7 @@ pub(crate) fn sandbox(job: &Job) -> std::io::Result<Sandbox> {
         read_write,
         network: grants.network,
         require_confinement: grants.require_confinement,
-        rlimits: kiln_confine::Rlimits {
+        rlimits: kiln_exec::Rlimits {
             cpu_seconds: limits.program_cpu_seconds,
             // No file larger than the whole job directory may hold.
             file_size_bytes: Some(
@@ -61,8 +61,12 @@ pub(crate) fn sandbox(job: &Job) -> std::io::Result<Sandbox> {
 
 /// Check a spawn request against the grants, the registry and the limits,
 /// and turn it into a spec. Nothing is spawned or written here.
-pub(crate) fn program_request(b: &Bound, req: &SpawnRequest) -> Result<ProgramRequest, HostError> {
-    let job = &b.job;
+pub(crate) fn program_request(
+    job: &Job,
+    programs: &Programs,
+    captures: &Arc<CaptureBudget>,
+    req: &SpawnRequest,
+) -> Result<ProgramRequest, HostError> {
     check_len("the program name", &req.program)?;
     if req.program.contains('/') {
         let message = format!(
@@ -78,10 +82,10 @@ pub(crate) fn program_request(b: &Bound, req: &SpawnRequest) -> Result<ProgramRe
     }
     job.require(Capability::Program, &req.program)
         .map_err(denied)?;
-    let entry = b.host.registry.get(&req.program).ok_or_else(|| {
+    let entry = programs.registry.get(&req.program).ok_or_else(|| {
         not_found(format!(
             "program `{}` is granted but not in the program registry ({})",
-            req.program, b.host.registry.source
+            req.program, programs.registry.source
         ))
     })?;
     if req.args.len() > crate::interfaces::MAX_ARGS {
@@ -171,9 +175,9 @@ pub(crate) fn program_request(b: &Bound, req: &SpawnRequest) -> Result<ProgramRe
         stderr_log: log(String::new()),
         timeout: req.timeout_ms.map(Duration::from_millis),
         grace: KILL_GRACE,
-        capture: b.attempt.captures.clone(),
+        capture: captures.clone(),
         gate: Gate {
-            limits: vec![job.pipeline_slots.clone(), b.host.process_slots.clone()],
+            limits: vec![job.pipeline_slots.clone(), programs.slots.clone()],
         },
         on_line: None,
         on_warning: None,

@@ -298,7 +298,7 @@ async fn code_identity(host: &HostShared, job: &Job, task: &TaskInfo) -> serde_j
     }
     let mut programs = serde_json::Map::new();
     for name in &job.grants.programs {
-        let entry = host.registry.get(name).map(|e| {
+        let entry = host.programs.registry.get(name).map(|e| {
             let file = std::fs::metadata(&e.path).ok().map(|m| {
                 use std::os::unix::fs::MetadataExt;
                 serde_json::json!({"size": m.len(), "mtime": m.mtime(), "mtime_ns": m.mtime_nsec()})

@@ -5,7 +5,7 @@
 //! and a subscriber that falls behind loses the oldest events and is told how
 //! many (`RecvError::Lagged`).
 
-use crate::job::{FinishStatus, JobState};
+use crate::job::{FinishStatus, Job, JobState};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -79,5 +79,51 @@ impl EventBus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
+    }
+}
+
+/// Publishing about one job, and its log: the one place a job's
+/// `kiln.log` is appended to, with the same line published as a `log`
+/// event.
+impl EventBus {
+    pub fn publish_job(&self, job: &Job, kind: EventKind) {
+        self.publish(Event {
+            job_id: job.id.clone(),
+            task: job.task.name.clone(),
+            kind,
+        });
+    }
+
+    pub fn publish_state(&self, job: &Job) {
+        self.publish_job(job, EventKind::State { state: job.state() });
+    }
+
+    /// A line in the job's `kiln.log` and the same as a `log` event. The
+    /// job log is a diagnostic: a line that cannot be written never fails
+    /// the job, and is said on the bus instead.
+    pub fn log(&self, job: &Job, level: &str, message: String) {
+        if let Err(e) = job.log_line(level, &message) {
+            self.publish_job(
+                job,
+                EventKind::Log {
+                    level: "warn".into(),
+                    message: format!("cannot write kiln.log: {e}"),
+                },
+            );
+        }
+        self.publish_job(
+            job,
+            EventKind::Log {
+                level: level.into(),
+                message,
+            },
+        );
+    }
+
+    /// Trouble with a job that is not its own failure, where whoever
+    /// watches the job sees it (and as a `tracing` record).
+    pub fn warn(&self, job: &Job, message: String) {
+        tracing::info!(job = %job.id, "{message}");
+        self.log(job, "warn", message);
     }
 }

@@ -5,7 +5,7 @@ use crate::bindings::axes::{AxisInfo, Host, HostMotion, MotionEnd as WitEnd, Mot
 use crate::bindings::types::HostError;
 use crate::handles::MotionHandle;
 use crate::interfaces::{
-    PluginState, cancelled, check_len, denied, failed, invalid, not_found, until_cancelled,
+    View, cancelled, check_len, denied, failed, invalid, not_found, scope, until_cancelled,
 };
 use crate::lock;
 use kiln_jobs::AuditEvent;
@@ -25,13 +25,13 @@ fn stage_error(e: StageError) -> HostError {
     }
 }
 
-impl PluginState {
+impl View<'_, scope::Axes<'_>> {
     /// The axis if it exists and is granted.
     fn granted_axis(&self, id: &str) -> Result<(), HostError> {
         check_len("an axis id", id)?;
         let b = self.bound()?;
         b.job.require(Capability::Axis, id).map_err(denied)?;
-        if b.host.stage.axis(id).is_none() {
+        if b.stage.axis(id).is_none() {
             return Err(not_found(format!(
                 "axis `{id}` is granted but the stage has no such axis"
             )));
@@ -47,7 +47,7 @@ impl PluginState {
     ) -> Result<MotionHandle, HostError> {
         self.granted_axis(id)?;
         let b = self.bound()?;
-        let from = b.host.stage.position(id).map_err(stage_error)?;
+        let from = b.stage.position(id).map_err(stage_error)?;
         let target = target(from);
         if let Some(envelope) = b.job.grants.axis_limits.get(id)
             && let Err(message) = envelope.check(id, target, speed)
@@ -66,11 +66,7 @@ impl PluginState {
             target,
             speed,
         });
-        let motion = b
-            .host
-            .stage
-            .move_to(id, target, speed)
-            .map_err(stage_error)?;
+        let motion = b.stage.move_to(id, target, speed).map_err(stage_error)?;
         lock(&b.attempt.motions).push(motion.clone());
         Ok(MotionHandle { motion })
     }
@@ -95,12 +91,12 @@ impl PluginState {
     }
 }
 
-impl Host for PluginState {
+impl Host for View<'_, scope::Axes<'_>> {
     async fn list(&mut self) -> wasmtime::Result<Vec<AxisInfo>> {
         let Ok(b) = self.bound() else {
             return Ok(Vec::new());
         };
-        let stage = &b.host.stage;
+        let stage = &b.stage;
         Ok(stage
             .axes()
             .into_iter()
@@ -119,13 +115,9 @@ impl Host for PluginState {
     }
 
     async fn position(&mut self, axis: String) -> HostResult<f64> {
-        Ok(self.granted_axis(&axis).and_then(|()| {
-            self.bound()?
-                .host
-                .stage
-                .position(&axis)
-                .map_err(stage_error)
-        }))
+        Ok(self
+            .granted_axis(&axis)
+            .and_then(|()| self.bound()?.stage.position(&axis).map_err(stage_error)))
     }
 
     async fn move_absolute(
@@ -149,7 +141,7 @@ impl Host for PluginState {
     }
 }
 
-impl HostMotion for PluginState {
+impl HostMotion for View<'_, scope::Axes<'_>> {
     async fn status(&mut self, r: Resource<MotionHandle>) -> wasmtime::Result<MotionStatus> {
         let m = &self.table_ref().get(&r)?.motion;
         Ok(MotionStatus {

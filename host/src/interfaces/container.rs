@@ -2,7 +2,7 @@
 
 use crate::bindings::container::{self as wit, Host};
 use crate::bindings::types::{ErrorRecord, HostError, Severity};
-use crate::interfaces::{PluginState, check_len, checked_path, invalid};
+use crate::interfaces::{View, check_len, checked_path, invalid, scope};
 use crate::lock;
 use kiln_container as model;
 use kiln_fs::roots::Access;
@@ -81,7 +81,7 @@ pub(crate) fn report_to_wit(r: model::Report) -> ErrorRecord {
     }
 }
 
-impl PluginState {
+impl View<'_, scope::Container<'_>> {
     /// Run `f` on this job's container.
     fn with_container<T>(
         &self,
@@ -94,7 +94,7 @@ impl PluginState {
 
 type HostResult<T> = wasmtime::Result<Result<T, HostError>>;
 
-impl Host for PluginState {
+impl Host for View<'_, scope::Container<'_>> {
     async fn get(&mut self, path: String) -> HostResult<Option<wit::Value>> {
         Ok(self.with_container(|c, _| {
             check_len("a path", &path)?;

@@ -12,7 +12,7 @@ use crate::bindings::types::HostError;
 use crate::handles::SubJobHandle;
 use crate::interfaces::container::{container_error, value_from_wit, value_to_wit};
 use crate::interfaces::{
-    PluginState, cancelled, check_len, denied, failed, invalid, limit, not_found, until_cancelled,
+    View, cancelled, check_len, denied, failed, invalid, limit, not_found, scope, until_cancelled,
 };
 use crate::lock;
 use kiln_jobs::grants::Capability;
@@ -86,7 +86,7 @@ fn signal_to_wit(s: JobSignal) -> WitSignal {
 /// keep a pipeline busy forever.
 const MAX_RETRIES: u32 = 100;
 
-impl PluginState {
+impl View<'_, scope::Jobs<'_>> {
     async fn make_sub_job(&mut self, task: String) -> Result<SubJobHandle, HostError> {
         check_len("a task name", &task)?;
         let b = self.bound()?;
@@ -159,7 +159,7 @@ impl PluginState {
     }
 }
 
-impl Host for PluginState {
+impl Host for View<'_, scope::Jobs<'_>> {
     async fn self_id(&mut self) -> wasmtime::Result<String> {
         Ok(self.bound().map(|b| b.job.id.clone()).unwrap_or_default())
     }
@@ -214,7 +214,7 @@ impl Host for PluginState {
     }
 }
 
-impl HostSubJob for PluginState {
+impl HostSubJob for View<'_, scope::Jobs<'_>> {
     async fn id(&mut self, r: Resource<SubJobHandle>) -> wasmtime::Result<String> {
         Ok(self.sub_job(&r)?.id.clone())
     }

@@ -2,7 +2,7 @@
 //! job directory and published as events.
 
 use crate::bindings::log::{Host, Level};
-use crate::interfaces::PluginState;
+use crate::interfaces::{View, scope};
 
 /// Longest message kept; the rest is cut.
 const MAX_MESSAGE: usize = 16 << 10;
@@ -17,7 +17,7 @@ fn level_name(l: Level) -> &'static str {
     }
 }
 
-impl Host for PluginState {
+impl Host for View<'_, scope::Events<'_>> {
     async fn log(&mut self, level: Level, mut message: String) -> wasmtime::Result<()> {
         let Ok(b) = self.bound() else { return Ok(()) };
         if message.len() > MAX_MESSAGE {
@@ -27,7 +27,7 @@ impl Host for PluginState {
                 .unwrap_or(0);
             message.truncate(cut);
         }
-        b.host.log(&b.job, level_name(level), message);
+        b.events.log(b.job, level_name(level), message);
         Ok(())
     }
 }

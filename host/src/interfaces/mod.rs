@@ -1,6 +1,12 @@
 //! The host side of each WIT interface, one module per interface, each a thin
-//! adapter from WIT types to the subsystem behind it. All of them are
-//! implemented on [`PluginState`], the data of a plugin instance's store.
+//! adapter from WIT types to the subsystem behind it.
+//!
+//! As wasmtime-wasi links each WASI interface with a projection of the
+//! store's data, each interface here is implemented on a [`View`] of
+//! [`PluginState`] that holds only its own scope: `container` the job,
+//! `signals` and `log` the job and the event bus, `axes` the job, the stage
+//! and the attempt's motions, `process` the job, the program registry and
+//! the attempt's executor session, `jobs` the host (it starts sub-jobs).
 //!
 //! Expected failures (a denial, a bad path, a missing item) are returned to
 //! the guest as `host-error`; a trap is reserved for host bugs and
@@ -23,7 +29,7 @@ use kiln_jobs::Job;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -47,7 +53,7 @@ pub(crate) struct Bound {
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: GuestLimits,
     /// `None` while the component is only being described.
     pub(crate) bound: Option<Bound>,
     cpu: CpuMeter,
@@ -64,6 +70,49 @@ impl WasiView for PluginState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+/// The store's limits, noting when a memory growth was refused: the trap
+/// that follows is then the memory limit's.
+struct GuestLimits {
+    inner: StoreLimits,
+    memory_refused: bool,
+}
+
+impl wasmtime::ResourceLimiter for GuestLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.memory_refused = true;
+        }
+        allowed
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
     }
 }
 
@@ -92,13 +141,16 @@ impl PluginState {
         PluginState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_limit)
-                .instances(64)
-                .tables(64)
-                .memories(16)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: GuestLimits {
+                inner: StoreLimitsBuilder::new()
+                    .memory_size(memory_limit)
+                    .instances(64)
+                    .tables(64)
+                    .memories(16)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                memory_refused: false,
+            },
             bound,
             cpu: CpuMeter::unlimited(),
             guest_output,
@@ -129,8 +181,36 @@ impl PluginState {
         store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().cpu.on_deadline().update()));
     }
 
-    pub(crate) fn bound(&self) -> Result<&Bound, HostError> {
-        self.bound.as_ref().ok_or_else(|| HostError {
+    /// A view for one interface, with the scope `scope` picks from what
+    /// the instance is bound to (none while the task describes itself).
+    fn view<'a, S>(&'a mut self, scope: impl FnOnce(&'a Bound) -> S) -> View<'a, S> {
+        let PluginState {
+            bound,
+            table,
+            handles,
+            ..
+        } = self;
+        View {
+            cancel: bound.as_ref().map(|b| b.job.cancel.clone()),
+            scope: bound.as_ref().map(scope),
+            table,
+            handles,
+        }
+    }
+}
+
+/// What one interface sees of an instance: its scope, and the instance's
+/// resource table and handle count.
+pub(crate) struct View<'a, S> {
+    scope: Option<S>,
+    cancel: Option<CancellationToken>,
+    table: &'a mut ResourceTable,
+    handles: &'a mut usize,
+}
+
+impl<S> View<'_, S> {
+    pub(crate) fn bound(&self) -> Result<&S, HostError> {
+        self.scope.as_ref().ok_or_else(|| HostError {
             kind: ErrorKind::Invalid,
             message: "host calls are not available while a task describes itself".into(),
         })
@@ -138,36 +218,128 @@ impl PluginState {
 
     /// The job's cancellation token (none while describing).
     pub(crate) fn cancel_token(&self) -> Option<CancellationToken> {
-        self.bound.as_ref().map(|b| b.job.cancel.clone())
+        self.cancel.clone()
     }
 
     pub(crate) fn table(&mut self) -> &mut ResourceTable {
-        &mut self.table
+        self.table
     }
 
     pub(crate) fn table_ref(&self) -> &ResourceTable {
-        &self.table
+        self.table
     }
 
     /// Refuse a new handle when the guest already holds too many.
     pub(crate) fn take_handle(&mut self) -> Result<(), HostError> {
-        if self.handles >= MAX_HANDLES {
+        if *self.handles >= MAX_HANDLES {
             return Err(limit(format!(
                 "the plugin holds {MAX_HANDLES} handles already; drop some first"
             )));
         }
-        self.handles += 1;
+        *self.handles += 1;
         Ok(())
     }
 
     pub(crate) fn release_handle(&mut self) {
-        self.handles = self.handles.saturating_sub(1);
+        *self.handles = self.handles.saturating_sub(1);
     }
 }
 
-/// Link Kiln's interfaces (WASI is linked by the engine).
+/// The scopes, one an interface.
+pub(crate) mod scope {
+    use crate::host::{HostShared, Programs};
+    use crate::runner::Attempt;
+    use kiln_jobs::{EventBus, Job};
+    use kiln_stage::Stage;
+    use std::sync::Arc;
+
+    #[derive(Clone, Copy)]
+    pub(crate) struct Container<'a> {
+        pub job: &'a Arc<Job>,
+    }
+
+    /// `signals` and `log`.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Events<'a> {
+        pub job: &'a Arc<Job>,
+        pub events: &'a EventBus,
+    }
+
+    #[derive(Clone, Copy)]
+    pub(crate) struct Axes<'a> {
+        pub job: &'a Arc<Job>,
+        pub stage: &'a dyn Stage,
+        pub attempt: &'a Attempt,
+    }
+
+    #[derive(Clone, Copy)]
+    pub(crate) struct Process<'a> {
+        pub job: &'a Arc<Job>,
+        pub programs: &'a Programs,
+        pub attempt: &'a Attempt,
+        pub events: &'a EventBus,
+    }
+
+    #[derive(Clone, Copy)]
+    pub(crate) struct Jobs<'a> {
+        pub host: &'a Arc<HostShared>,
+        pub job: &'a Arc<Job>,
+    }
+}
+
+/// A `HasData` marker per interface, whose data is its [`View`].
+macro_rules! view_of {
+    ($marker:ident, $scope:ty, $get:ident, |$b:ident| $make:expr) => {
+        pub(crate) struct $marker;
+        impl wasmtime::component::HasData for $marker {
+            type Data<'a> = View<'a, $scope>;
+        }
+        fn $get<'a>(s: &'a mut PluginState) -> View<'a, $scope> {
+            s.view(|$b| $make)
+        }
+    };
+}
+
+view_of!(ContainerData, scope::Container<'a>, container_view, |b| {
+    scope::Container { job: &b.job }
+});
+view_of!(EventsData, scope::Events<'a>, events_view, |b| {
+    scope::Events {
+        job: &b.job,
+        events: &b.host.events,
+    }
+});
+view_of!(AxesData, scope::Axes<'a>, axes_view, |b| scope::Axes {
+    job: &b.job,
+    stage: &*b.host.stage,
+    attempt: &b.attempt,
+});
+view_of!(ProcessData, scope::Process<'a>, process_view, |b| {
+    scope::Process {
+        job: &b.job,
+        programs: &b.host.programs,
+        attempt: &b.attempt,
+        events: &b.host.events,
+    }
+});
+view_of!(JobsData, scope::Jobs<'a>, jobs_view, |b| scope::Jobs {
+    host: &b.host,
+    job: &b.job,
+});
+view_of!(TypesData, (), types_view, |_b| ());
+
+/// Link Kiln's interfaces (WASI is linked by the engine), each with its
+/// own view.
 pub(crate) fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
-    crate::bindings::Plugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
+    use crate::bindings::kiln::plugin as wit;
+    wit::types::add_to_linker::<_, TypesData>(linker, types_view)?;
+    wit::container::add_to_linker::<_, ContainerData>(linker, container_view)?;
+    wit::process::add_to_linker::<_, ProcessData>(linker, process_view)?;
+    wit::jobs::add_to_linker::<_, JobsData>(linker, jobs_view)?;
+    wit::signals::add_to_linker::<_, EventsData>(linker, events_view)?;
+    wit::axes::add_to_linker::<_, AxesData>(linker, axes_view)?;
+    wit::log::add_to_linker::<_, EventsData>(linker, events_view)?;
+    Ok(())
 }
 
 /// Resolves when the job is cancelled; never without a job.
@@ -293,7 +465,7 @@ pub(crate) fn trap_reason(err: &wasmtime::Error, state: &PluginState) -> String 
         _ => {}
     }
     let text = format!("{err:#}");
-    if text.contains("forcing trap when growing memory") {
+    if state.limits.memory_refused {
         return format!(
             "memory limit: the plugin tried to grow its memory past {} MiB",
             state.memory_limit >> 20

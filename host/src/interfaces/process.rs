@@ -7,10 +7,10 @@ use crate::bindings::process::{
 };
 use crate::bindings::types::HostError;
 use crate::handles::ChildHandle;
-use crate::interfaces::{PluginState, failed, invalid, until_cancelled};
+use crate::interfaces::{View, failed, invalid, scope, until_cancelled};
 use crate::lock;
 use kiln_exec::{ExecError, Outcome, Phase, ProcessShared};
-use kiln_jobs::{AuditEvent, Job, JobState};
+use kiln_jobs::{AuditEvent, EventBus, Job, JobState};
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
@@ -37,12 +37,13 @@ fn file_names(n: u32) -> (String, String, String) {
     }
 }
 
-impl PluginState {
+impl View<'_, scope::Process<'_>> {
     fn spawn_process(&mut self, req: SpawnRequest) -> Result<ChildHandle, HostError> {
-        let b = self.bound()?;
-        let mut spec = crate::policy::program_request(b, &req)?;
+        let b = *self.bound()?;
+        let mut spec =
+            crate::policy::program_request(b.job, b.programs, &b.attempt.captures, &req)?;
         let program = &req.program;
-        let job = &b.job;
+        let job = b.job;
         let n = job.take_process_number();
         let (com, out, err) = file_names(n);
         if let StdinSource::Script(script) = &req.stdin {
@@ -61,9 +62,9 @@ impl PluginState {
         }
         spec.stdout_log.name = out.clone();
         spec.stderr_log.name = err.clone();
-        spec.on_line = Some(line_events(b.host.clone(), job.clone(), n));
-        spec.on_warning = Some(output_warnings(b.host.clone(), job.clone(), n));
-        spec.on_phase = Some(phase_hook(b.host.clone(), job.clone()));
+        spec.on_line = Some(line_events(b.events.clone(), job.clone(), n));
+        spec.on_warning = Some(output_warnings(b.events.clone(), job.clone(), n));
+        spec.on_phase = Some(phase_hook(b.events.clone(), job.clone()));
         job.audit(&AuditEvent::Spawn {
             program,
             path: &spec.program,
@@ -87,12 +88,12 @@ impl PluginState {
 }
 
 /// Publish each output line of program `n` as an event, when anyone listens.
-fn line_events(host: Arc<crate::host::HostShared>, job: Arc<Job>, n: u32) -> kiln_exec::LineSink {
-    let bus = host.clone();
+fn line_events(events: EventBus, job: Arc<Job>, n: u32) -> kiln_exec::LineSink {
+    let bus = events.clone();
     kiln_exec::LineSink {
-        wanted: Arc::new(move || bus.events.has_subscribers()),
+        wanted: Arc::new(move || bus.has_subscribers()),
         line: Arc::new(move |stderr, line| {
-            host.publish(
+            events.publish_job(
                 &job,
                 kiln_jobs::EventKind::Output {
                     process: n,
@@ -106,17 +107,13 @@ fn line_events(host: Arc<crate::host::HostShared>, job: Arc<Job>, n: u32) -> kil
 
 /// Report trouble with program `n`'s log files as the plugin's own warnings
 /// are: a line in the job's `kiln.log` and a `log` event.
-fn output_warnings(
-    host: Arc<crate::host::HostShared>,
-    job: Arc<Job>,
-    n: u32,
-) -> kiln_exec::WarningSink {
-    Arc::new(move |message| host.warn(&job, format!("process {n}: {message}")))
+fn output_warnings(events: EventBus, job: Arc<Job>, n: u32) -> kiln_exec::WarningSink {
+    Arc::new(move |message| events.warn(&job, format!("process {n}: {message}")))
 }
 
 /// Keep the job's state in step with its programs: `queued` while its only
 /// programs wait for a slot, `running` again once one starts.
-fn phase_hook(host: Arc<crate::host::HostShared>, job: Arc<Job>) -> kiln_exec::PhaseHook {
+fn phase_hook(events: EventBus, job: Arc<Job>) -> kiln_exec::PhaseHook {
     use std::sync::atomic::Ordering::SeqCst;
     let last = std::sync::Mutex::new(None::<Phase>);
     Box::new(move |phase| {
@@ -126,7 +123,7 @@ fn phase_hook(host: Arc<crate::host::HostShared>, job: Arc<Job>) -> kiln_exec::P
                 job.programs_queued.fetch_add(1, SeqCst);
                 if job.programs_running.load(SeqCst) == 0 && job.state() == JobState::Running {
                     job.set_state(JobState::Queued);
-                    host.publish_state(&job);
+                    events.publish_state(&job);
                 }
             }
             (previous, Phase::Running) => {
@@ -136,7 +133,7 @@ fn phase_hook(host: Arc<crate::host::HostShared>, job: Arc<Job>) -> kiln_exec::P
                 job.programs_running.fetch_add(1, SeqCst);
                 if job.state() == JobState::Queued {
                     job.set_state(JobState::Running);
-                    host.publish_state(&job);
+                    events.publish_state(&job);
                 }
             }
             (Some(Phase::Running), Phase::Ended) => {
@@ -146,7 +143,7 @@ fn phase_hook(host: Arc<crate::host::HostShared>, job: Arc<Job>) -> kiln_exec::P
                 job.programs_queued.fetch_sub(1, SeqCst);
                 if job.programs_queued.load(SeqCst) == 0 && job.state() == JobState::Queued {
                     job.set_state(JobState::Running);
-                    host.publish_state(&job);
+                    events.publish_state(&job);
                 }
             }
             _ => {}
@@ -171,7 +168,7 @@ async fn wait_process(
     }
 }
 
-impl Host for PluginState {
+impl Host for View<'_, scope::Process<'_>> {
     async fn spawn(
         &mut self,
         request: SpawnRequest,
@@ -211,7 +208,7 @@ impl Host for PluginState {
     }
 }
 
-impl HostChild for PluginState {
+impl HostChild for View<'_, scope::Process<'_>> {
     async fn number(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<u32> {
         Ok(self.table_ref().get(&child)?.number)
     }

@@ -4,14 +4,14 @@
 
 use crate::bindings::signals::{Host, Progress};
 use crate::bindings::types::HostError;
-use crate::interfaces::{PluginState, check_len, invalid, limit};
+use crate::interfaces::{View, check_len, invalid, limit, scope};
 use kiln_jobs::events::EventKind;
 use kiln_jobs::{Job, JobSignal};
 
 /// Names the host reserves for its own signals.
 const RESERVED: &[&str] = &["finished", "state", "progress", "log"];
 
-impl Host for PluginState {
+impl Host for View<'_, scope::Events<'_>> {
     async fn emit_progress(&mut self, p: Progress) -> wasmtime::Result<Result<(), HostError>> {
         let Ok(b) = self.bound() else {
             return Ok(Ok(()));
@@ -35,8 +35,8 @@ impl Host for PluginState {
         ) {
             return Ok(Err(e));
         }
-        b.host.publish(
-            &b.job,
+        b.events.publish_job(
+            b.job,
             EventKind::Progress {
                 fraction,
                 phase,
@@ -68,7 +68,8 @@ impl Host for PluginState {
                     payload_json,
                 },
             )?;
-            b.host.publish(&b.job, EventKind::Signal { name, payload });
+            b.events
+                .publish_job(b.job, EventKind::Signal { name, payload });
             Ok(())
         })())
     }

@@ -2,10 +2,10 @@
 //! shapes and the host's own.
 
 use crate::bindings::types::{self as wit, Host};
-use crate::interfaces::PluginState;
+use crate::interfaces::View;
 use kiln_jobs::FinishStatus;
 
-impl Host for PluginState {}
+impl Host for View<'_, ()> {}
 
 impl From<wit::FinishStatus> for FinishStatus {
     fn from(s: wit::FinishStatus) -> Self {
