@@ -6,6 +6,8 @@
 //!   every request and sandbox it was handed.
 //! - A stage whose driver fails mid-motion: the plugin's wait gets the
 //!   fault, and the job fails naming it.
+//! - A job store that keeps its records through the jobs directory's own
+//!   and sees each one written.
 
 mod common;
 
@@ -216,4 +218,75 @@ async fn a_stage_driver_that_fails_mid_motion_fails_the_job_with_its_fault() {
     assert_eq!(report.status, FinishStatus::Failed);
     let reason = report.reason.unwrap();
     assert!(reason.contains("the stage has no such axis"), "{reason}");
+}
+
+/// Records through the jobs directory's store, keeping a copy of each.
+struct CopyingStore {
+    inner: kiln_host::jobs::DirStore,
+    puts: Mutex<Vec<(String, String, Option<String>)>>,
+}
+
+impl kiln_host::jobs::JobStore for CopyingStore {
+    fn put(&self, job: &kiln_host::jobs::StoredJob) -> std::io::Result<()> {
+        let r = &job.record;
+        self.puts
+            .lock()
+            .unwrap()
+            .push((r.id.clone(), r.state.clone(), r.status.clone()));
+        self.inner.put(job)
+    }
+    fn get(&self, id: &str) -> Option<kiln_host::jobs::StoredJob> {
+        self.inner.get(id)
+    }
+    fn list(&self) -> std::io::Result<Vec<kiln_host::jobs::StoredJob>> {
+        self.inner.list()
+    }
+    fn add_finished(&self, fingerprint: &str, id: &str) -> std::io::Result<()> {
+        self.inner.add_finished(fingerprint, id)
+    }
+    fn find_finished(&self, fingerprint: &str, for_id: &str) -> Option<kiln_host::jobs::StoredJob> {
+        self.inner.find_finished(fingerprint, for_id)
+    }
+    fn note_started(&self, id: &str) -> Result<(), kiln_host::jobs::reconcile::NoteError> {
+        self.inner.note_started(id)
+    }
+    fn reconcile(&self) -> kiln_host::jobs::Reconciled {
+        self.inner.reconcile()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_store_given_to_the_host_keeps_its_records() {
+    let scratch = tempfile::tempdir().unwrap();
+    let jobs = scratch.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    let root = kiln_host::fs::DirHandle::open(&jobs).unwrap();
+    let store = Arc::new(CopyingStore {
+        inner: kiln_host::jobs::DirStore::open(&root).unwrap(),
+        puts: Mutex::new(Vec::new()),
+    });
+    let s = store.clone();
+    let t = TestHost::with_config(
+        |r| r,
+        move |mut c| {
+            c.jobs_dir = jobs;
+            c.store = Some(s);
+            c
+        },
+    )
+    .await;
+    let report = t.probe("ok", None).await;
+    assert_eq!(report.status, FinishStatus::Succeeded);
+    let puts = store.puts.lock().unwrap().clone();
+    assert_eq!(
+        puts.last(),
+        Some(&(
+            report.job_id.clone(),
+            "finished".to_string(),
+            Some("succeeded".to_string())
+        )),
+        "{puts:?}"
+    );
+    // The host reads its jobs back from the same store.
+    assert_eq!(t.host.jobs().unwrap().len(), 1);
 }

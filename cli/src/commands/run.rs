@@ -71,7 +71,13 @@ pub async fn run_request(
         Ok(job) => job,
         Err(e) => {
             eprintln!("kiln: {e}");
-            return Ok((EXIT_USAGE, None));
+            // A request to change is a usage error; the host's own trouble
+            // (its jobs directory) a failure.
+            let code = match e.kind() {
+                kiln_host::ErrorKind::BadRequest | kiln_host::ErrorKind::BadTask => EXIT_USAGE,
+                kiln_host::ErrorKind::Host => 1,
+            };
+            return Ok((code, None));
         }
     };
     let view = match view {

@@ -26,7 +26,7 @@ impl Host for View<'_, scope::Events<'_>> {
             .filter(|f| f.is_finite())
             .map(|f| f.clamp(0.0, 1.0));
         if let Err(e) = queue(
-            &b.job,
+            b.job,
             JobSignal::Progress {
                 fraction,
                 phase: phase.clone(),
@@ -62,7 +62,7 @@ impl Host for View<'_, scope::Events<'_>> {
             let payload: serde_json::Value = serde_json::from_str(&payload_json)
                 .map_err(|e| invalid(format!("signal `{name}`: payload is not JSON: {e}")))?;
             queue(
-                &b.job,
+                b.job,
                 JobSignal::Custom {
                     name: name.clone(),
                     payload_json,
