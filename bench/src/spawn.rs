@@ -634,7 +634,7 @@ pub async fn measure(
     eprintln!("kiln-bench: spawn-and-wait warm-up...");
     if variants.contains(&Variant::PluginUnconfined) {
         eprintln!(
-            "kiln-bench: (the unconfined variants' host has no helper on purpose: its warning is expected)"
+            "kiln-bench: (the unconfined variants' host has no helper on purpose: its programs run unconfined)"
         );
     }
     for &v in &variants {

@@ -195,7 +195,13 @@ impl ExecSession for LocalSession {
                 "the job's programs are being stopped".into(),
             ));
         }
-        let warn = |m: &str| crate::output::warn(request.on_warning.as_ref(), m);
+        // Confinement says its warnings as `tracing` records itself; the
+        // request's sink hears them too.
+        let warn = |m: &str| {
+            if let Some(sink) = &request.on_warning {
+                sink(m)
+            }
+        };
         let confine = self
             .executor
             .confinement

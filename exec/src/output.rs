@@ -18,11 +18,14 @@ use tokio::net::unix::pipe;
 /// see (its log file could not be created or written).
 pub type WarningSink = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// Say `message` through `sink`, and as a `tracing` record.
+/// Say `message` through `sink`; without one, as a `tracing` warning.
 pub(super) fn warn(sink: Option<&WarningSink>, message: &str) {
-    tracing::warn!("{message}");
-    if let Some(sink) = sink {
-        sink(message);
+    match sink {
+        Some(sink) => {
+            tracing::debug!("{message}");
+            sink(message);
+        }
+        None => tracing::warn!("{message}"),
     }
 }
 
