@@ -109,11 +109,19 @@ pub(crate) struct HostShared {
     /// directory's own.
     configured_store: Option<Arc<dyn JobStore>>,
     /// Every job started and not yet dropped, by id.
-    live: Mutex<HashMap<String, Weak<Job>>>,
+    live: Mutex<LiveJobs>,
     /// Reuse finished steps ([`HostConfig::resume`]).
     pub resume: bool,
     /// Cancelling this cancels every job.
     pub shutdown: CancellationToken,
+}
+
+/// The jobs a host has started, by id, held weakly.
+#[derive(Default)]
+pub(crate) struct LiveJobs {
+    jobs: HashMap<String, Weak<Job>>,
+    /// Its size after the last pruning of dropped jobs.
+    pruned_at: usize,
 }
 
 /// The programs jobs may run, and the host-wide limit on how many run at
@@ -166,8 +174,14 @@ impl HostShared {
     /// Note a job that starts, for [`Host::job`] and [`Host::jobs`].
     pub(crate) fn add_live(&self, job: &Arc<Job>) {
         let mut live = lock(&self.live);
-        live.retain(|_, j| j.strong_count() > 0);
-        live.insert(job.id.clone(), Arc::downgrade(job));
+        // Pruned when it has doubled since the last pruning, not on every
+        // start: a host starting thousands of jobs would otherwise walk
+        // them all each time.
+        if live.jobs.len() >= live.pruned_at * 2 {
+            live.jobs.retain(|_, j| j.strong_count() > 0);
+            live.pruned_at = live.jobs.len().max(64);
+        }
+        live.jobs.insert(job.id.clone(), Arc::downgrade(job));
     }
 
     /// See [`EventBus::warn`].
@@ -375,7 +389,6 @@ impl Host {
     /// Build a host with the standard tasks in its catalog. Must be called
     /// within a tokio runtime.
     pub fn new(config: HostConfig) -> Result<Host, HostStartError> {
-        kiln_exec::close_inherited_fds_on_exec();
         // Every job holds its directory open while it exists.
         kiln_exec::raise_open_file_limit();
         let engine = PluginEngine::new(config.cache_dir)?;
@@ -421,7 +434,7 @@ impl Host {
                 resume: config.resume,
                 jobs,
                 configured_store: config.store,
-                live: Mutex::new(HashMap::new()),
+                live: Mutex::new(LiveJobs::default()),
                 jobs_dir: config.jobs_dir,
                 shutdown: CancellationToken::new(),
             }),
@@ -621,7 +634,7 @@ impl Host {
     /// A job by id: a running one (or one that ended in this host and is
     /// still held), else what the store recorded of it.
     pub fn job(&self, id: &str) -> Option<JobSummary> {
-        let live = lock(&self.shared.live).get(id).and_then(Weak::upgrade);
+        let live = lock(&self.shared.live).jobs.get(id).and_then(Weak::upgrade);
         if let Some(job) = live {
             return Some(JobSummary::of_live(&job));
         }
@@ -649,6 +662,7 @@ impl Host {
             })
             .collect();
         let live: Vec<Arc<Job>> = lock(&self.shared.live)
+            .jobs
             .values()
             .filter_map(Weak::upgrade)
             .collect();
@@ -672,7 +686,7 @@ impl Host {
 
     /// Cancel a job by id; false when no running job has it.
     pub fn cancel(&self, id: &str) -> bool {
-        let live = lock(&self.shared.live).get(id).and_then(Weak::upgrade);
+        let live = lock(&self.shared.live).jobs.get(id).and_then(Weak::upgrade);
         live.inspect(|j| j.cancel()).is_some()
     }
 
