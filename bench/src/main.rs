@@ -3,7 +3,7 @@
 //! AsyncProcessManager, in one run, and prints the ratios against their
 //! targets.
 //!
-//! Three benchmarks:
+//! Four benchmarks:
 //! - spawn-and-wait of N short programs (`/bin/true`) at concurrency 1, 4
 //!   and 10: a plain Rust loop (without and with log files), Kiln's process
 //!   layer called directly (unconfined, confined as the host does it, and
@@ -18,7 +18,12 @@
 //!   one grown to 1 MiB as Kiln grows its own), and Kiln's peak RSS
 //!   meanwhile (see [`output`]);
 //! - the latency from cancelling a job to all its programs being gone (see
-//!   [`cancel`]).
+//!   [`cancel`]);
+//! - the runtime at a job service's scale: 10,000 jobs waiting at once in
+//!   one host, their RSS against 1 GiB, and a job's instantiation against
+//!   bare pooled wasmtime's (see [`scale`]);
+//! - the job service (`kiln serve`) under loopback load: submit throughput,
+//!   status latency, SSE fan-out to 1,000 clients (see [`service`]).
 //!
 //! Every variant runs once per round and the rounds repeat; each round's
 //! programs run in slices the variants take turns at. The machine is shared
@@ -31,10 +36,12 @@
 mod cancel;
 mod ccp4i2;
 mod output;
+mod scale;
+mod service;
 mod spawn;
 mod stats;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand};
 use stats::{Row, Table, median};
 use std::path::{Path, PathBuf};
@@ -51,6 +58,16 @@ const MAX_PLUGIN_OVER_FLOOR: f64 = 1.2;
 const MIN_CCP4I2_OVER_KILN: f64 = 3.0;
 const MIN_LOG_OVER_PIPE: f64 = 0.8;
 const MAX_PEAK_RSS_MIB: f64 = 64.0;
+/// At service scale: 10,000 waiting jobs in under 1 GiB, and a job's
+/// instantiation within 1.5x of bare pooled wasmtime's.
+const MAX_SCALE_RSS_MIB: f64 = 1024.0;
+const MAX_INSTANTIATE_OVER_BARE: f64 = 1.5;
+/// The job service: 1,000 submits a second accepted and committed, status
+/// in under 10 ms at p99, and a job followed by 1,000 SSE clients not
+/// slowed by more than a quarter.
+const MIN_SUBMITS_PER_S: f64 = 1000.0;
+const MAX_STATUS_P99_MS: f64 = 10.0;
+const MAX_FANOUT_SLOWDOWN: f64 = 1.25;
 
 #[derive(Parser)]
 #[command(
@@ -70,6 +87,10 @@ struct Cli {
     /// with --quick).
     #[arg(long)]
     log_bytes: Option<u64>,
+    /// Jobs waiting at once in the scale benchmark (default 10000; 500
+    /// with --quick).
+    #[arg(long)]
+    scale_jobs: Option<usize>,
     /// A smoke run: small sizes, one round, and CCP4i2 only if its Python
     /// environment is already in the cache (no download).
     #[arg(long)]
@@ -80,7 +101,8 @@ struct Cli {
     /// Run only these benchmarks (comma-separated): the spawn-and-wait
     /// variants floor, floor-files, layer-unconfined, layer-confined,
     /// layer-helper, plugin-unconfined, plugin-confined,
-    /// plugin-confined-line, ccp4i2, ccp4i2-line; and log, cancel.
+    /// plugin-confined-line, ccp4i2, ccp4i2-line; and log, cancel, scale,
+    /// service.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     #[command(subcommand)]
@@ -103,6 +125,17 @@ enum Internal {
         jobs_dir: PathBuf,
         probe: PathBuf,
     },
+    /// Hold JOBS probe jobs waiting at once in a fresh Kiln host, cancel
+    /// them, and print this process's RSS meanwhile as JSON.
+    #[command(hide = true)]
+    ScaleJobs {
+        jobs: usize,
+        jobs_dir: PathBuf,
+        probe: PathBuf,
+        /// Hold bare wasmtime instances instead.
+        #[arg(long)]
+        bare: bool,
+    },
 }
 
 /// Sizes of one run.
@@ -112,6 +145,10 @@ struct Settings {
     log_bytes: u64,
     log_rounds: usize,
     cancel_rounds: usize,
+    scale_jobs: usize,
+    /// Jobs started one at a time per round of the instantiation
+    /// comparison.
+    scale_starts: usize,
     quick: bool,
     python: PythonMode,
     only: Vec<String>,
@@ -142,6 +179,12 @@ fn main() -> ExitCode {
             jobs_dir,
             probe,
         }) => output::log_job_child(bytes, &sha256, &jobs_dir, &probe),
+        Some(Internal::ScaleJobs {
+            jobs,
+            jobs_dir,
+            probe,
+            bare,
+        }) => scale::wait_jobs_child(jobs, &jobs_dir, &probe, bare),
         None => run_benchmarks(&cli),
     };
     match result {
@@ -163,6 +206,10 @@ fn run_benchmarks(cli: &Cli) -> Result<()> {
             .unwrap_or(if cli.quick { 64 << 20 } else { 1 << 30 }),
         log_rounds: if cli.quick { rounds } else { rounds.max(5) },
         cancel_rounds: if cli.quick { 1 } else { 5 },
+        scale_jobs: cli
+            .scale_jobs
+            .unwrap_or(if cli.quick { 500 } else { 10_000 }),
+        scale_starts: if cli.quick { 50 } else { 200 },
         quick: cli.quick,
         python: match (cli.skip_python, cli.quick) {
             (true, _) => PythonMode::Skip,
@@ -174,7 +221,7 @@ fn run_benchmarks(cli: &Cli) -> Result<()> {
     let known: Vec<&str> = spawn::Variant::ALL
         .iter()
         .map(|v| v.key())
-        .chain(["log", "cancel"])
+        .chain(["log", "cancel", "scale", "service"])
         .collect();
     if let Some(bad) = settings.only.iter().find(|k| !known.contains(&k.as_str())) {
         bail!("--only {bad}: not one of {}", known.join(", "));
@@ -387,6 +434,191 @@ async fn benchmarks(s: &Settings) -> Result<Report> {
             "cancel to every program gone",
             format!("{:.1} ms", median(&cancel.gone_ms)),
         ));
+    }
+    if s.wants("service") {
+        eprintln!("kiln-bench: the job service...");
+        let b = service::measure(probe, scratch.path(), s.quick).await?;
+        jobs += b.submits + 4;
+        targets.push(Row::ratio(
+            &format!(
+                "submits accepted and committed ({} from {} clients)",
+                b.submits, b.submit_clients
+            ),
+            Some(b.submits_per_s),
+            ">=",
+            MIN_SUBMITS_PER_S,
+            " jobs/s",
+        ));
+        targets.push(Row::info(
+            "  submit latency p50 / p99",
+            format!("{:.2} / {:.2} ms", b.submit_p50_ms, b.submit_p99_ms),
+        ));
+        targets.push(Row::ratio(
+            &format!(
+                "status latency p99 ({} GETs from {} clients)",
+                b.status_requests, b.status_clients
+            ),
+            Some(b.status_p99_ms),
+            "<",
+            MAX_STATUS_P99_MS,
+            " ms",
+        ));
+        targets.push(Row::info(
+            "  status latency p50",
+            format!("{:.2} ms", b.status_p50_ms),
+        ));
+        for (what, f, target) in [
+            (
+                "progress 100/s for 2 s",
+                &b.paced,
+                Some(MAX_FANOUT_SLOWDOWN),
+            ),
+            ("a burst of progress", &b.burst, None),
+        ] {
+            let label = format!(
+                "job ({what}, {} events) with {} SSE clients / alone",
+                f.events, b.fanout_subscribers
+            );
+            let ratio = f.with_s / f.alone_s;
+            targets.push(match target {
+                Some(t) => Row::ratio(&label, Some(ratio), "<=", t, "x"),
+                None => Row::info(&label, format!("{ratio:.2}x")),
+            });
+            targets.push(Row::info(
+                "  run time alone / followed; clients with every event; reconnects",
+                format!(
+                    "{:.3} s / {:.3} s; {} of {}; {}",
+                    f.alone_s, f.with_s, f.complete, b.fanout_subscribers, f.reconnects
+                ),
+            ));
+        }
+    }
+    let scale_label = format!("RSS with {} jobs waiting in a host call", s.scale_jobs);
+    let inst_label = "job instantiation / bare pooled wasmtime instantiation";
+    if s.wants("scale") {
+        let scale = scale::measure(
+            &exe,
+            probe,
+            scratch.path(),
+            s.scale_jobs,
+            s.scale_starts,
+            s.rounds,
+        )
+        .await?;
+        jobs += scale.jobs;
+        let w = &scale.wait;
+        let mib = |kib: f64| kib / 1024.0;
+        let label = match &w.limited_by {
+            None => scale_label.clone(),
+            Some(_) => format!("{scale_label} (projected from {} run)", w.jobs),
+        };
+        targets.push(Row::ratio(
+            &label,
+            Some(mib(w.rss_requested_kib())),
+            "<",
+            MAX_SCALE_RSS_MIB,
+            " MiB",
+        ));
+        if let Some(why) = &w.limited_by {
+            targets.push(Row::info(
+                &format!(
+                    "  only {} of {} jobs fit this machine's limits",
+                    w.jobs, w.requested
+                ),
+                why.clone(),
+            ));
+        }
+        targets.push(Row::info(
+            &format!("  RSS before / with {} waiting / after they ended", w.jobs),
+            format!(
+                "{:.1} / {:.1} / {:.1} MiB",
+                mib(w.before.rss_kib as f64),
+                mib(w.waiting.rss_kib as f64),
+                mib(w.rss_ended_kib as f64)
+            ),
+        ));
+        let each = |now: u64, then: u64| now.saturating_sub(then) as f64 / w.jobs.max(1) as f64;
+        targets.push(Row::info(
+            "  per waiting job: RSS (anonymous + file-backed)",
+            format!(
+                "{:.1} KiB ({:.1} + {:.1})",
+                w.per_job_kib(),
+                each(w.waiting.rss_anon_kib, w.before.rss_anon_kib),
+                each(w.waiting.rss_file_kib, w.before.rss_file_kib)
+            ),
+        ));
+        if let Some((n, before, with)) = &w.bare {
+            let each = |now: u64, then: u64| now.saturating_sub(then) as f64 / (*n).max(1) as f64;
+            targets.push(Row::info(
+                "  per bare wasmtime instance, held: RSS (anonymous + file-backed)",
+                format!(
+                    "{:.1} KiB ({:.1} + {:.1})",
+                    each(with.rss_kib, before.rss_kib),
+                    each(with.rss_anon_kib, before.rss_anon_kib),
+                    each(with.rss_file_kib, before.rss_file_kib)
+                ),
+            ));
+        }
+        targets.push(Row::info(
+            "  per waiting job: open files / memory mappings",
+            format!(
+                "{:.1} / {:.1}",
+                each(w.waiting.open_files, w.before.open_files),
+                each(w.waiting.mappings, w.before.mappings)
+            ),
+        ));
+        targets.push(Row::info(
+            "  instances live (in the pool) / pool fallbacks",
+            format!(
+                "{} ({}) / {}",
+                w.instances_live, w.instances_pooled, w.pool_fallbacks
+            ),
+        ));
+        targets.push(Row::info(
+            "  from the first submit to all waiting",
+            format!("{:.1} s", w.waiting_seconds),
+        ));
+        targets.push(Row::info(
+            &format!(
+                "  cancel to all {} ended (the guest's 2 s grace included)",
+                w.jobs
+            ),
+            format!(
+                "{:.2} s, {} interrupted, {} instances left",
+                w.cancel_seconds, w.interrupted, w.instances_live_after
+            ),
+        ));
+        ensure!(
+            w.interrupted == w.jobs && w.instances_live_after == 0,
+            "of {} cancelled jobs, {} ended interrupted and {} instances are left",
+            w.jobs,
+            w.interrupted,
+            w.instances_live_after
+        );
+        targets.push(Row::ratio(
+            &format!(
+                "{inst_label} ({} jobs, median of {})",
+                scale.starts, scale.rounds
+            ),
+            Some(scale.instantiate_ratio),
+            "<=",
+            MAX_INSTANTIATE_OVER_BARE,
+            "x",
+        ));
+        targets.push(Row::info(
+            "  us per instance: Kiln's engine / bare, after each job / bare, back to back",
+            format!(
+                "{:.1} / {:.1} / {:.1}",
+                scale.kiln_instantiate_us, scale.bare_instantiate_us, scale.bare_hot_instantiate_us
+            ),
+        ));
+        targets.push(Row::info(
+            "  job start to the plugin's first signal (median)",
+            format!("{:.2} ms", scale.start_to_signal_ms),
+        ));
+    } else {
+        targets.push(Row::skipped(&scale_label, "not run"));
+        targets.push(Row::skipped(inst_label, "not run"));
     }
     if s.quick {
         notes.push("--quick: sizes too small for the targets to mean much".into());

@@ -10,6 +10,10 @@ mod commands;
 mod warnings;
 
 fn main() -> std::process::ExitCode {
-    warnings::install();
+    if std::env::args().nth(1).as_deref() == Some("serve") {
+        warnings::install_for_service();
+    } else {
+        warnings::install();
+    }
     commands::main()
 }

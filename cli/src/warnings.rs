@@ -41,3 +41,12 @@ pub fn install() {
         .event_format(KilnFormat)
         .try_init();
 }
+
+/// For `kiln serve`, a long-lived service whose operator reads its log:
+/// INFO and above, timestamped, on stderr.
+pub fn install_for_service() {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(Level::INFO)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -272,6 +272,34 @@ pub fn spawn(spec: SpawnSpec, gate: Gate, on_phase: PhaseHook) -> Arc<ProcessSha
     shared
 }
 
+/// Programs of this process waiting for a slot, and holding their slots
+/// (starting, running, being stopped): for a job service's metrics.
+static WAITING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static RUNNING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts one program in a counter while it lives.
+struct Counted(&'static std::sync::atomic::AtomicU64);
+
+impl Counted {
+    fn new(c: &'static std::sync::atomic::AtomicU64) -> Counted {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Counted(c)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Native programs of every host in this process: running (holding their
+/// slots) and waiting in the queue for one.
+pub fn program_counts() -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (RUNNING.load(Relaxed), WAITING.load(Relaxed))
+}
+
 async fn run(
     spec: SpawnSpec,
     gate: Gate,
@@ -284,6 +312,7 @@ async fn run(
         let permit = match limit.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
+                let _waiting = Counted::new(&WAITING);
                 on_phase(Phase::Queued);
                 tokio::select! {
                     p = limit.clone().acquire_owned() => match p {
@@ -296,6 +325,7 @@ async fn run(
         };
         permits.push(permit);
     }
+    let _running = Counted::new(&RUNNING);
     let Started {
         mut child,
         stdout,

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wasmtime::Store;
 
 /// How a user names a task: by name in the catalog, or by component path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +103,11 @@ impl Catalog {
             by_name: Mutex::new(HashMap::new()),
             described: tokio::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The engine the catalog loads components into.
+    pub(crate) fn engine(&self) -> &PluginEngine {
+        &self.engine
     }
 
     /// Register a component under a task name without loading it yet.
@@ -228,12 +232,16 @@ async fn describe(
         origin: origin.to_string(),
         detail,
     };
-    let mut store = Store::new(engine.engine(), PluginState::for_describe());
-    PluginState::arm(&mut store, Duration::from_secs(10), engine.clock());
-    let call = async {
-        let instance = plugin.pre.instantiate_async(&mut store).await?;
-        instance.call_describe(&mut store).await
-    };
+    // Through the engine, which takes an instance outside the pool when
+    // the pool is full of running jobs.
+    let (mut store, instance) = engine
+        .instantiate(
+            &plugin,
+            PluginState::for_describe(),
+            Duration::from_secs(10),
+        )
+        .await;
+    let call = async { instance?.call_describe(&mut store).await };
     let desc = match tokio::time::timeout(DESCRIBE_TIMEOUT, call).await {
         Ok(Ok(d)) => d,
         Ok(Err(e)) => {

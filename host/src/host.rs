@@ -42,6 +42,9 @@ pub struct HostConfig {
     /// Reuse a finished sub-job with the same fingerprint instead of
     /// running it again (see [`kiln_jobs::resume`]); off is `--fresh`.
     pub resume: bool,
+    /// The plugin instances the pooling allocator holds at once; more are
+    /// allocated on demand (see [`crate::stats::RuntimeStats`]).
+    pub instance_pool: crate::engine::InstancePool,
 }
 
 impl HostConfig {
@@ -60,6 +63,7 @@ impl HostConfig {
             store: None,
             max_running_processes: 4,
             resume: true,
+            instance_pool: crate::engine::InstancePool::default(),
         }
     }
 }
@@ -391,7 +395,7 @@ impl Host {
     pub fn new(config: HostConfig) -> Result<Host, HostStartError> {
         // Every job holds its directory open while it exists.
         kiln_exec::raise_open_file_limit();
-        let engine = PluginEngine::new(config.cache_dir)?;
+        let engine = PluginEngine::new(config.cache_dir, &config.instance_pool)?;
         let catalog = Catalog::new(engine.clone());
         // A jobs directory that exists may hold jobs of a host that died.
         let jobs = std::sync::OnceLock::new();
@@ -484,6 +488,42 @@ impl Host {
     /// Create the job (directory, container, parameters) without starting
     /// it. Bad parameters are reported here, before anything runs.
     pub async fn submit(&self, request: RunRequest) -> Result<JobHandle, RunError> {
+        self.submit_in(request, None).await
+    }
+
+    /// Make the directory of a new top-level job, numbered at least
+    /// `at_least` (and, with `scan`, above every `job_N` there): an
+    /// embedder that allocates ids itself (a job service, whose ids must
+    /// never be reused) reserves one here, puts the job's input files in
+    /// it and then calls [`Host::submit_numbered`].
+    pub fn create_job_dir(&self, at_least: u32, scan: bool) -> Result<(u32, PathBuf), RunError> {
+        let jobs = self.shared.jobs()?;
+        let (n, dir) = job::create_numbered(&jobs.root, at_least.max(1), scan)?;
+        Ok((n, dir.path().to_path_buf()))
+    }
+
+    /// The highest `N` of the `job_N` directories in the jobs directory.
+    pub fn highest_job_dir(&self) -> Result<u32, RunError> {
+        let jobs = self.shared.jobs()?;
+        Ok(job::highest_job_number(&jobs.root))
+    }
+
+    /// [`Host::submit`] as job `number`, in its directory `job_<number>`
+    /// (made by [`Host::create_job_dir`], or made here); submitting the
+    /// same number again after a restart creates the same job afresh.
+    pub async fn submit_numbered(
+        &self,
+        request: RunRequest,
+        number: u32,
+    ) -> Result<JobHandle, RunError> {
+        self.submit_in(request, Some(number)).await
+    }
+
+    async fn submit_in(
+        &self,
+        request: RunRequest,
+        number: Option<u32>,
+    ) -> Result<JobHandle, RunError> {
         let task = self.shared.catalog.resolve(&request.task).await?;
         let plugin_task = task.clone();
         let (mut grants, _) = self
@@ -550,18 +590,39 @@ impl Host {
                 });
             }
         }
-        let (n, dir) = job::allocate_top_level(&jobs.root)?;
+        let (n, dir) = match number {
+            None => job::allocate_top_level(&jobs.root)?,
+            Some(n) => {
+                let name = format!("job_{n}");
+                let dir = match jobs.root.create_dir(&name) {
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        jobs.root.open_dir(std::path::Path::new(&name))
+                    }
+                    other => other,
+                };
+                let dir = dir.map_err(|source| job::JobDirError {
+                    parent: jobs.root.path().display().to_string(),
+                    source,
+                })?;
+                (n, dir)
+            }
+        };
         // The programs write each output in the job's `outputs/`, by the
         // name asked for (the item's name first where two share one).
         let staging = if deliveries.is_empty() {
             None
         } else {
             Some(
-                dir.create_dir(job::STAGING_DIR)
-                    .map_err(|source| job::JobDirError {
-                        parent: dir.path().display().to_string(),
-                        source,
-                    })?,
+                match dir.create_dir(job::STAGING_DIR) {
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        dir.open_dir(std::path::Path::new(job::STAGING_DIR))
+                    }
+                    other => other,
+                }
+                .map_err(|source| job::JobDirError {
+                    parent: dir.path().display().to_string(),
+                    source,
+                })?,
             )
         };
         let mut staged_names = std::collections::HashSet::new();

@@ -21,14 +21,17 @@ pub mod interfaces;
 mod policy;
 mod runner;
 pub mod standard;
+pub mod stats;
 
 pub use catalog::{TaskInfo, TaskRef};
+pub use engine::InstancePool;
 pub use guest_output::GuestOutput;
 pub use handles::{ChildHandle, MotionHandle, SubJobHandle};
 pub use host::{
     ErrorKind, Host, HostConfig, HostStartError, JobEvents, JobHandle, JobReport, JobSummary,
     RunError, RunRequest, Watched, default_cache_dir, find_helper,
 };
+pub use stats::RuntimeStats;
 
 // The crates below, for embedders that name their types.
 pub use kiln_exec as exec;

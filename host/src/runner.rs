@@ -20,7 +20,6 @@ use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use wasmtime::Store;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// What one attempt of a job holds beyond the job model, and lets go of at
@@ -138,7 +137,10 @@ async fn run(host: Arc<HostShared>, job: Arc<Job>, task: Arc<TaskInfo>, slot: Op
         let input = lock(&job.container).to_params_xml(&params_header(&job));
         let written = job
             .dir_handle()
-            .and_then(|dir| write_job_file(&dir, "input_params.xml", input.as_bytes()));
+            .and_then(|dir| write_job_file(&dir, "input_params.xml", input.as_bytes()))
+            // Closed now, not held for the attempt: a host of thousands of
+            // jobs runs out of descriptors before it runs out of memory.
+            .map(drop);
         let result = match (written, Attempt::open(&host, &job, &captures)) {
             (Err(e), _) => JobResult::failed(format!("failed to write input_params.xml: {e}")),
             (Ok(_), Err(e)) => JobResult::failed(e),
@@ -424,9 +426,12 @@ async fn execute(
         memory,
         Some(guest_output),
     );
-    let mut store = Store::new(host.engine.engine(), state);
-    PluginState::arm(&mut store, limits.cpu(), host.engine.clock());
-    let instance = match task.plugin.pre.instantiate_async(&mut store).await {
+    // A live instance until `store` is dropped at the end of this function.
+    let (mut store, instance) = host
+        .engine
+        .instantiate(&task.plugin, state, limits.cpu())
+        .await;
+    let instance = match instance {
         Ok(i) => i,
         Err(e) => return JobResult::failed(trap_reason(&e, store.data())),
     };

@@ -15,7 +15,7 @@ pub struct JobDirError {
 }
 
 /// Highest `N` among `job_N` entries of `dir` (0 when none).
-fn highest_job_number(dir: &DirHandle) -> u32 {
+pub fn highest_job_number(dir: &DirHandle) -> u32 {
     let Ok(names) = dir.names() else {
         return 0;
     };

@@ -9,7 +9,9 @@ use crate::job::{FinishStatus, Job, JobState};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-const CAPACITY: usize = 4096;
+// Large enough for a job service starting thousands of jobs at once, whose
+// event recorder must not fall behind.
+const CAPACITY: usize = 1 << 15;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {

@@ -89,6 +89,9 @@ pub struct Limits {
     /// Processes and threads a job's programs may have at once, all their
     /// descendants counted (the job's pids cgroup; stops fork bombs).
     pub program_processes: Option<u64>,
+    /// Bytes of input files a job service accepts with one submit (its
+    /// multipart file parts, all together).
+    pub upload_bytes: u64,
 }
 
 impl Default for Limits {
@@ -110,6 +113,7 @@ impl Default for Limits {
             program_open_files: None,
             program_memory_bytes: None,
             program_processes: Some(4096),
+            upload_bytes: 1 << 30,
         }
     }
 }
@@ -143,6 +147,7 @@ impl Limits {
             program_open_files: min_opt(self.program_open_files, other.program_open_files),
             program_memory_bytes: min_opt(self.program_memory_bytes, other.program_memory_bytes),
             program_processes: min_opt(self.program_processes, other.program_processes),
+            upload_bytes: self.upload_bytes.min(other.upload_bytes),
         }
     }
 }

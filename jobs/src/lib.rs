@@ -29,7 +29,8 @@ pub mod validation;
 pub use audit::{Audit, AuditEvent};
 pub use delivery::{Delivery, STAGING_DIR};
 pub use dir::{
-    JobDirError, allocate_top_level, create_numbered, open_jobs_dir, write_file as write_job_file,
+    JobDirError, allocate_top_level, create_numbered, highest_job_number, open_jobs_dir,
+    write_file as write_job_file,
 };
 pub use dir_store::DirStore;
 pub use events::{Event, EventBus, EventKind};

@@ -125,11 +125,26 @@ fn mark_interrupted(
     let Some(mut stored) = store.get(id) else {
         return Ok(None);
     };
-    if !matches!(
-        stored.record.state.as_str(),
-        "pending" | "queued" | "running"
-    ) {
+    if !interrupt_record(&mut stored, HOST_DIED) {
         return Ok(None);
+    }
+    store.put(&stored)?;
+    write_copy(jobs, &stored).map(Some)
+}
+
+/// Why a job of a dead host is interrupted.
+pub const HOST_DIED: &str = "the host running this job ended before the job did (killed or crashed); run it again to resume";
+
+/// Whether a record says its job has not ended (and so can be interrupted).
+pub fn unended(state: &str) -> bool {
+    matches!(state, "pending" | "queued" | "running")
+}
+
+/// Mark a record of a job that never ended `interrupted` for `reason`;
+/// false (and unchanged) when it had ended.
+pub fn interrupt_record(stored: &mut crate::store::StoredJob, reason: &str) -> bool {
+    if !unended(&stored.record.state) {
+        return false;
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -138,19 +153,20 @@ fn mark_interrupted(
     let record = &mut stored.record;
     record.state = "interrupted".into();
     record.status = Some("interrupted".into());
-    record.reason = Some(
-        "the host running this job ended before the job did (killed or crashed); run it again to resume"
-            .into(),
-    );
+    record.reason = Some(reason.into());
     record.ended = Some(now);
-    store.put(&stored)?;
-    // The copy for people, written through the jobs directory's handle: a
-    // link on the way is refused, not followed.
+    true
+}
+
+/// Write the job directory's copy of a record (for people), through the
+/// jobs directory's handle: a link on the way is refused, not followed.
+/// Returns the job directory.
+pub fn write_copy(jobs: &DirHandle, stored: &crate::store::StoredJob) -> std::io::Result<PathBuf> {
     let dir = jobs.path().join(&stored.dir);
     let text = serde_json::to_vec_pretty(&stored.record).map_err(std::io::Error::other)?;
     jobs.open_dir(&stored.dir)
         .and_then(|d| d.replace(RECORD_FILE, &text, false))?;
-    Ok(Some(dir))
+    Ok(dir)
 }
 
 #[cfg(test)]

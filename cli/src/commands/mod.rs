@@ -1,11 +1,13 @@
 //! Argument parsing and dispatch for the `kiln` binary.
 
+mod client;
 mod def;
 mod demo;
 mod describe;
 mod output;
 mod params;
 mod run;
+mod serve;
 mod tree_view;
 
 use clap::{Parser, Subcommand};
@@ -127,6 +129,19 @@ enum Command {
         #[command(subcommand)]
         command: ParamsCommand,
     },
+    /// Run the job service: the HTTP API, jobs kept in a database across
+    /// restarts.
+    Serve(serve::ServeArgs),
+    /// Submit a job to a running `kiln serve`; print its id.
+    Submit(client::SubmitArgs),
+    /// Show a job of a `kiln serve`: its tree, states, progress, reasons.
+    Status(client::StatusArgs),
+    /// Follow a job of a `kiln serve` live to its end; exit with its status.
+    Watch(client::WatchArgs),
+    /// Ask a `kiln serve` to stop a job.
+    Stop(client::StopArgs),
+    /// List the jobs of a `kiln serve`, newest first.
+    Jobs(client::JobsArgs),
     /// Kiln's own implementations of CCP4 programs (used by the demo registry).
     #[command(hide = true)]
     Tool {
@@ -220,6 +235,12 @@ pub fn main() -> ExitCode {
                 host,
                 json,
             } => describe::describe(&task, grants.as_deref(), host, json).await,
+            Command::Serve(args) => serve::serve(args).await,
+            Command::Submit(args) => client::submit(args).await,
+            Command::Status(args) => client::status(args).await,
+            Command::Watch(args) => client::watch(args).await,
+            Command::Stop(args) => client::stop(args).await,
+            Command::Jobs(args) => client::jobs(args).await,
             Command::Tool { .. } | Command::Def { .. } | Command::Params { .. } => {
                 unreachable!("handled before the runtime starts")
             }

@@ -1,6 +1,7 @@
-//! The live job tree `kiln run` draws on a terminal: one line per job of
-//! the run (the job, its sub-jobs, theirs), with state, a progress bar,
-//! elapsed time and the latest progress message, redrawn in place.
+//! The live job tree `kiln run` (and `kiln watch`, from a server's event
+//! stream) draws on a terminal: one line per job of the run (the job, its
+//! sub-jobs, theirs), with state, a progress bar, elapsed time and the
+//! latest progress message, redrawn in place.
 //!
 //! The model ([`TreeModel`]) only folds events into lines, so what is drawn
 //! can be tested without a terminal; [`live_tree`] redraws it ten times a
@@ -12,7 +13,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 const BAR: usize = 20;
 
@@ -241,10 +242,57 @@ impl LiveTree {
     }
 }
 
-/// Draw the tree of job `root` on `out` until stopped.
+/// What a live tree is drawn from.
+pub enum Received {
+    /// An event, and when it happened.
+    Event(Event, Instant),
+    /// This many events were lost: the reader fell behind.
+    Lagged(u64),
+}
+
+/// Where a live tree reads its events: the host's bus (`kiln run`), or a
+/// channel fed from a server's event stream (`kiln watch`).
+pub trait EventSource: Send + 'static {
+    /// The next event, waiting for it; `None` once the source is closed.
+    fn next(&mut self) -> impl Future<Output = Option<Received>> + Send;
+    /// An event already sent, without waiting; `None` when there is none.
+    fn try_next(&mut self) -> Option<Received>;
+}
+
+impl EventSource for broadcast::Receiver<Event> {
+    async fn next(&mut self) -> Option<Received> {
+        match self.recv().await {
+            Ok(e) => Some(Received::Event(e, Instant::now())),
+            Err(RecvError::Lagged(n)) => Some(Received::Lagged(n)),
+            Err(RecvError::Closed) => None,
+        }
+    }
+
+    fn try_next(&mut self) -> Option<Received> {
+        match self.try_recv() {
+            Ok(e) => Some(Received::Event(e, Instant::now())),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Received::Lagged(n)),
+            Err(_) => None,
+        }
+    }
+}
+
+/// Events with the time each happened.
+impl EventSource for mpsc::UnboundedReceiver<(Event, Instant)> {
+    async fn next(&mut self) -> Option<Received> {
+        self.recv().await.map(|(e, at)| Received::Event(e, at))
+    }
+
+    fn try_next(&mut self) -> Option<Received> {
+        self.try_recv().ok().map(|(e, at)| Received::Event(e, at))
+    }
+}
+
+/// Draw the tree of job `root` on `out` until stopped, or until `rx` is
+/// closed.
 pub fn live_tree(
     root: &str,
-    rx: broadcast::Receiver<Event>,
+    rx: impl EventSource,
     out: impl Write + Send + 'static,
     width: Option<usize>,
 ) -> LiveTree {
@@ -255,7 +303,7 @@ pub fn live_tree(
 
 async fn draw(
     mut model: TreeModel,
-    mut rx: broadcast::Receiver<Event>,
+    mut rx: impl EventSource,
     out: impl Write,
     width: Option<usize>,
     mut stopped: oneshot::Receiver<()>,
@@ -264,10 +312,10 @@ async fn draw(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
-            e = rx.recv() => match e {
-                Ok(e) => model.apply(&e, Instant::now()),
-                Err(RecvError::Lagged(n)) => model.lagged(n),
-                Err(RecvError::Closed) => break,
+            e = rx.next() => match e {
+                Some(Received::Event(e, at)) => model.apply(&e, at),
+                Some(Received::Lagged(n)) => model.lagged(n),
+                None => break,
             },
             _ = tick.tick() => {
                 let w = width.unwrap_or_else(terminal_width);
@@ -277,11 +325,10 @@ async fn draw(
         }
     }
     // Events already sent before the stop still belong in the last frame.
-    loop {
-        match rx.try_recv() {
-            Ok(e) => model.apply(&e, Instant::now()),
-            Err(broadcast::error::TryRecvError::Lagged(n)) => model.lagged(n),
-            Err(_) => break,
+    while let Some(e) = rx.try_next() {
+        match e {
+            Received::Event(e, at) => model.apply(&e, at),
+            Received::Lagged(n) => model.lagged(n),
         }
     }
     let w = width.unwrap_or_else(terminal_width);

@@ -17,6 +17,7 @@ mod container;
 mod jobs;
 mod log;
 mod process;
+pub use process::file_names as program_log_names;
 mod signals;
 mod types;
 

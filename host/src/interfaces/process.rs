@@ -25,7 +25,7 @@ fn outcome_to_wit(o: Outcome) -> wit::Outcome {
 }
 
 /// File names for process `n` of a job: the first uses CCP4i2's names.
-fn file_names(n: u32) -> (String, String, String) {
+pub fn file_names(n: u32) -> (String, String, String) {
     if n == 1 {
         ("com.txt".into(), "log.txt".into(), "log_err.txt".into())
     } else {

@@ -43,6 +43,7 @@
 //!   policy), then report how the slow one ended and why a third could not
 //!   start.
 //! - `signals N`: emit N progress signals, then the custom signal `hello`.
+//! - `ticks N MS`: emit N progress signals MS ms apart.
 //! - `read-signals N`: run a `signals N` sub-job and report every signal it
 //!   delivered, in order, then what a read after `finished` returns.
 //! - `wait-signal NAME`: run a `signals 3` sub-job and report the payload
@@ -51,6 +52,9 @@
 //!   `outcome fake sleep SECS`.
 //! - `set-cap N`: ask for a cap of N on running sub-jobs, report the error.
 //! - `retry-task TASK`: ask to retry a sub-job of TASK, report the error.
+//! - `sleep MS`: emit progress (phase `sleeping`), then sleep MS ms in a
+//!   host call (WASI's poll) and succeed; a cancel ends it once the host's
+//!   grace for the guest has passed.
 
 use kiln_sdk::bindings::kiln::plugin::axes;
 use kiln_sdk::{
@@ -212,6 +216,15 @@ impl Task for Probe {
                 job.signal("hello", &format!("{{\"n\": {n}}}"))?;
                 "sent".to_string()
             }
+            ["ticks", n, ms] => {
+                let n: u32 = n.parse().map_err(|_| TaskError::failed("bad count"))?;
+                let ms: u64 = ms.parse().map_err(|_| TaskError::failed("bad interval"))?;
+                for i in 0..n {
+                    job.progress(Some(i as f32 / n as f32), "tick", &i.to_string())?;
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
+                "ticked".to_string()
+            }
             ["read-signals", n] => {
                 let step = sub_probe(job, &format!("signals {n}"))?;
                 step.start()?;
@@ -269,6 +282,14 @@ impl Task for Probe {
                     Ok(()) => "accepted".to_string(),
                     Err(e) => e.reason,
                 }
+            }
+            ["sleep", ms] => {
+                let ms: u64 = ms.parse().map_err(|_| TaskError::failed("bad duration"))?;
+                // First, so whoever waits for the job knows it is in the
+                // host call from here on.
+                job.progress(None, "sleeping", "")?;
+                std::thread::sleep(Duration::from_millis(ms));
+                "slept".to_string()
             }
             _ => return Err(TaskError::failed(format!("unknown probe mode `{mode}`"))),
         };
