@@ -169,7 +169,7 @@ impl Recorder {
         self.metrics.events_lost.inc_by(n);
     }
 
-    async fn next_seq(&mut self, top: i64) -> i64 {
+    fn next_seq(&mut self, top: i64) -> i64 {
         let last = match self.open.get(&top) {
             Some(&n) => n,
             None => self.store.last_seq(top as u64).unwrap_or(0),
@@ -178,14 +178,14 @@ impl Recorder {
         last + 1
     }
 
-    async fn row_of(&mut self, event: &Event) -> Option<EventRow> {
+    fn row_of(&mut self, event: &Event) -> Option<EventRow> {
         if matches!(event.kind, EventKind::Output { .. }) {
             return None;
         }
         let top = top_of(&event.job_id)?;
         let mut data = serde_json::to_value(event).ok()?;
         let kind = data.get("event")?.as_str()?.to_string();
-        let seq = self.next_seq(top).await;
+        let seq = self.next_seq(top);
         let time = now();
         if let Some(obj) = data.as_object_mut() {
             obj.insert("seq".into(), seq.into());
@@ -205,7 +205,7 @@ impl Recorder {
     async fn record(&mut self, events: Vec<Event>, record: Option<StoredJob>) {
         let mut rows = Vec::with_capacity(events.len());
         for e in &events {
-            if let Some(row) = self.row_of(e).await {
+            if let Some(row) = self.row_of(e) {
                 rows.push(row);
             }
         }
@@ -232,9 +232,8 @@ impl Recorder {
 
     /// Record the `finished` of an ended job whose bus event was lost.
     async fn ensure(&mut self, top: u64) {
-        if !self.open.contains_key(&(top as i64)) && self.store.has_finished(top).unwrap_or(true) {
-            return;
-        }
+        // An error reading is taken as recorded: a second `finished` is
+        // worse than a stream that waits for one.
         if self.store.has_finished(top).unwrap_or(true) {
             self.open.remove(&(top as i64));
             return;

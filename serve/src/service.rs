@@ -652,19 +652,10 @@ impl Service {
         let Some(number) = top_number(id).filter(|_| !id.contains('.')) else {
             return Ok(false);
         };
-        if self.store.submission(number)?.is_none() {
+        let Some(sub) = self.store.submission(number)? else {
             return Ok(false);
-        }
-        let live = self
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&number);
-        let ended = self
-            .store
-            .submission(number)?
-            .is_some_and(|s| s.phase == SubmissionPhase::Ended);
-        if live || !ended {
+        };
+        if self.is_live(number) || sub.phase != SubmissionPhase::Ended {
             return Err(Problem::conflict(format!(
                 "job {id} has not ended; stop it first (POST /jobs/{id}/stop)"
             )));

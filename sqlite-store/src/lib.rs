@@ -50,6 +50,12 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the job database {path}: {source}")]
+    Start {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("job database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("job database: the writer has stopped")]
@@ -83,7 +89,10 @@ impl SqliteStore {
     pub fn open(path: &Path, jobs: &DirHandle) -> Result<SqliteStore, StoreError> {
         let lock = lock_beside(path)?;
         let conn = schema::open_checked(path)?;
-        let writer = writer::Writer::start(conn);
+        let writer = writer::Writer::start(conn).map_err(|source| StoreError::Start {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut readers = Vec::new();
         for _ in 0..4 {
             readers.push(schema::open_reader(path)?);
@@ -92,7 +101,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             writer,
             readers: Mutex::new(readers),
-            jobs: jobs.try_clone().map_err(|source| StoreError::Lock {
+            jobs: jobs.try_clone().map_err(|source| StoreError::Start {
                 path: path.to_path_buf(),
                 source,
             })?,

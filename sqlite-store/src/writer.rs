@@ -39,16 +39,15 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(conn: Connection) -> Writer {
+    pub fn start(conn: Connection) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel::<Op>();
         let thread = std::thread::Builder::new()
             .name("kiln-db-writer".into())
-            .spawn(move || run(conn, rx))
-            .expect("spawning the database writer thread");
-        Writer {
+            .spawn(move || run(conn, rx))?;
+        Ok(Writer {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
-        }
+        })
     }
 
     fn send(&self, op: Op) -> Result<(), StoreError> {
