@@ -9,9 +9,8 @@ mod common;
 
 use common::{KILN, registry};
 use kiln_test_support::{Need, Test};
-use std::io::BufRead;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn schemathesis() -> Option<PathBuf> {
     std::env::var_os("KILN_SCHEMATHESIS")
@@ -39,29 +38,7 @@ const SCHEMATHESIS: Need = Need {
 fn the_served_document_holds_for_every_operation() {
     let tmp = tempfile::tempdir().unwrap();
     let reg = registry(tmp.path());
-    let mut server = common::command_in(tmp.path(), KILN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--jobs-dir",
-            "jobs",
-            "--registry",
-        ])
-        .arg(&reg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("kiln serve: listening on ")
-        .unwrap_or_else(|| panic!("kiln serve did not start: {line}"))
-        .to_string();
+    let (mut server, url) = common::serve(tmp.path(), &reg, "127.0.0.1:0");
     // A finished job, so that operations on jobs reach more than a 404.
     let out = common::command_in(tmp.path(), KILN)
         .args([

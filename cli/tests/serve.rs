@@ -257,6 +257,20 @@ fn a_job_submitted_over_http_is_followed_to_its_end_and_its_output_read_back() {
         cryst1.contains("9.643") && cryst1.contains("101.22"),
         "{cryst1}"
     );
+    // The pipeline's own output is the same file, read through its job.
+    let top = &view["outputs"]["outputData.XYZOUT"];
+    assert_eq!(
+        top["sha256"], pdbset["outputs"]["outputData.XYZOUT"]["sha256"],
+        "{view}"
+    );
+    let r = client()
+        .get(server.url(&format!(
+            "/jobs/{id}/files/{}",
+            top["file"].as_str().unwrap()
+        )))
+        .send()
+        .unwrap();
+    assert_eq!(r.text().unwrap(), pdb);
 
     // Nothing outside the job directory, and no link out of it.
     for path in ["../kiln.db", "%2e%2e/kiln.db", "inputs/../../kiln.db"] {
@@ -721,4 +735,90 @@ fn sigterm_cancels_or_drains_running_jobs_and_records_them() {
     let server = Server::start(tmp.path(), &["--registry", fast.to_str().unwrap()]);
     let view = job(&server, &drained);
     assert_eq!(view["status"], "succeeded", "{view}");
+}
+
+#[test]
+fn the_dashboard_and_what_it_reads_are_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry(tmp.path());
+    let server = Server::start(tmp.path(), &["--registry", reg.to_str().unwrap()]);
+
+    // The page and its assets, from this origin only.
+    let r = client().get(server.url("/")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("connect-src 'self'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert!(r.text().unwrap().contains("/ui/app.js"));
+    let js = client().get(server.url("/ui/app.js")).send().unwrap();
+    assert_eq!(js.status(), 200);
+    assert!(
+        js.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let r = client().get(server.url("/ui/../kiln.db")).send().unwrap();
+    assert_eq!(r.status(), 404);
+    let r = client().get(server.url("/ui/secret.js")).send().unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+
+    // The submit form's fields, from the task's def.xml.
+    let task = json_of(
+        client()
+            .get(server.url("/tasks/refine_scan"))
+            .send()
+            .unwrap(),
+    );
+    let form = task["form"].as_array().unwrap();
+    let ncycles = form
+        .iter()
+        .find(|f| f["path"] == "controlParameters.NCYCLES")
+        .unwrap_or_else(|| panic!("{task}"));
+    assert_eq!(ncycles["kind"], "int");
+    assert_eq!(
+        (ncycles["min"].as_f64(), ncycles["max"].as_f64()),
+        (Some(1.0), Some(1000.0))
+    );
+    assert_eq!(ncycles["default"], "10");
+    let hklin = form
+        .iter()
+        .find(|f| f["path"] == "inputData.HKLIN")
+        .unwrap();
+    assert_eq!(
+        (&hklin["kind"], &hklin["required"]),
+        (&json!("file"), &json!(true))
+    );
+    assert_eq!(hklin["label"], "Reflections");
+
+    // The list: progress and start of each job, and where its events go on.
+    let id = submit(&server, "demo_copycell", json!({}));
+    let events = events_of(&server, &id, None);
+    let listed = json_of(client().get(server.url("/jobs")).send().unwrap());
+    let item = &listed["jobs"][0];
+    assert_eq!(item["id"], id.as_str());
+    assert!(item["started_at"].as_f64().unwrap() <= item["ended_at"].as_f64().unwrap());
+    assert_eq!(item["progress"]["fraction"].as_f64(), Some(1.0), "{listed}");
+    let last = listed["last_event"].as_i64().unwrap();
+    assert!(last >= events.len() as i64, "{listed}");
+    // The newest event is the one numbered `last_event`.
+    let r = client()
+        .get(server.url(&format!("/events?after={}", last - 1)))
+        .send()
+        .unwrap();
+    let newest = read_sse(r, |_| true);
+    assert_eq!(newest[0].id, last);
+    assert_eq!(newest[0].event, "finished");
 }

@@ -478,17 +478,22 @@ async fn finish(host: &Arc<HostShared>, job: &Arc<Job>, result: JobResult) {
     let result = deliver_asked_outputs(job, result).await;
     let result = write_end_files(job, result);
     let mut finished = None;
-    if result.status == FinishStatus::Succeeded
-        && job.parent().is_some()
-        && job.fingerprint().is_some()
-    {
+    if result.status == FinishStatus::Succeeded {
+        // Every job that succeeded records its outputs, for whoever reads
+        // its record (the job service shows them); a step that a later run
+        // could reuse also keeps the rest of its files.
+        let reusable = job.parent().is_some() && job.fingerprint().is_some();
         let container = lock(&job.container).clone();
         let params = container.to_params_xml(&params_header(job));
         let j = job.clone();
         let hashed = bounded(job, move |stop| {
             let outputs = resume::output_files(&container, &j.roots, stop)?;
-            let dir = j.dir_handle().map_err(|e| e.to_string())?;
-            let files = resume::job_files(&dir, stop)?;
+            let files = if reusable {
+                let dir = j.dir_handle().map_err(|e| e.to_string())?;
+                resume::job_files(&dir, stop)?
+            } else {
+                Vec::new()
+            };
             Ok::<_, String>((outputs, files))
         });
         match hashed.await {
@@ -499,11 +504,18 @@ async fn finish(host: &Arc<HostShared>, job: &Arc<Job>, result: JobResult) {
                     files,
                 })
             }
-            Some(Err(why)) => host.warn(job, format!("this job will not be reused: {why}")),
-            None => host.warn(
-                job,
-                "this job will not be reused: its outputs could not be hashed in time".into(),
-            ),
+            failed => {
+                let why = match failed {
+                    Some(Err(why)) => why,
+                    _ => "its outputs could not be hashed in time".into(),
+                };
+                let consequence = if reusable {
+                    "this job will not be reused"
+                } else {
+                    "its outputs are not in its record"
+                };
+                host.warn(job, format!("{consequence}: {why}"));
+            }
         }
     }
     record_end(host, job, result, finished);
@@ -559,7 +571,7 @@ fn record_end(
     job.set_state(result.status.state());
     match host.jobs() {
         Ok(jobs) => {
-            let reusable = finished.is_some();
+            let reusable = finished.is_some() && job.parent().is_some();
             // The record says succeeded before the index names the job, so
             // a host killed in between leaves nothing pointing at an
             // unfinished job.

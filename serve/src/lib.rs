@@ -6,6 +6,7 @@
 //!   queue, stops, and the reconciliation of what a service that died left.
 //! - [`recorder`]: every job event numbered, committed, then streamed.
 //! - [`routes`]: the API; [`openapi`] its OpenAPI 3.1 document.
+//! - [`dashboard`]: the page for people at `/`, over that same API.
 //! - [`config`]: the tokens and grants-profile files; [`problem`]: errors
 //!   as RFC 9457 problem documents; [`metrics`]: Prometheus text.
 //!
@@ -13,6 +14,7 @@
 //! listens through a callback.
 
 pub mod config;
+pub mod dashboard;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;

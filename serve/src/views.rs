@@ -99,7 +99,10 @@ pub struct JobListItem {
     pub status: Option<String>,
     pub reason: Option<String>,
     pub submitted_at: Option<f64>,
+    pub started_at: Option<f64>,
     pub ended_at: Option<f64>,
+    /// The job's own last progress report.
+    pub progress: Option<Progress>,
 }
 
 /// `GET /jobs`.
@@ -108,6 +111,9 @@ pub struct JobList {
     pub jobs: Vec<JobListItem>,
     /// Pass as `cursor` for the next (older) page; none at the end.
     pub next_cursor: Option<String>,
+    /// The number of the newest event (`GET /events`) when the list was
+    /// read: follow `GET /events?after=` it to miss no change since.
+    pub last_event: i64,
 }
 
 /// The answer to a stop.
@@ -146,6 +152,14 @@ pub struct TaskDetail {
     pub requests_with_sub_tasks: serde_json::Value,
     /// Its def.xml.
     pub definition: String,
+    /// Every item a submit may set, in definition order, as a form's
+    /// fields: `path`, `section`, `class_name`, `kind` (int, float, bool,
+    /// text, file, list, other), `label`, `tooltip`, `default`, `required`,
+    /// `min`, `max`, `choices`, `only_choices`, `min_length`, `max_length`,
+    /// `file_extensions`, `mime_type`, `must_exist`, and for a part of a
+    /// composite (a cell's `a`) `part_of` and `part_of_label`.
+    #[schema(value_type = Vec<Object>)]
+    pub form: serde_json::Value,
 }
 
 /// An axis of the stage.

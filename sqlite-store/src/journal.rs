@@ -411,6 +411,23 @@ impl SqliteStore {
         })
     }
 
+    /// The number of the newest event of any job (0 when there is none).
+    pub fn last_event(&self) -> Result<i64, StoreError> {
+        self.read(|c| c.query_row("SELECT COALESCE(max(n), 0) FROM events", [], |r| r.get(0)))
+    }
+
+    /// The last progress event of top-level job `top` itself, if any.
+    pub fn own_progress(&self, top: u64) -> Result<Option<String>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT data FROM events WHERE top = ?1 AND job_id = ?2 AND kind = 'progress'
+                 ORDER BY seq DESC LIMIT 1",
+            )?;
+            let mut rows = stmt.query_map(params![top as i64, top.to_string()], |r| r.get(0))?;
+            rows.next().transpose()
+        })
+    }
+
     /// Jobs by state (top-level), for metrics.
     pub fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.read(|c| {

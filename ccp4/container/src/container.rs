@@ -345,6 +345,11 @@ impl Container {
         json::node_json(&self.root)
     }
 
+    /// Every item a person may set, as a form's fields, in definition order.
+    pub fn form(&self) -> Vec<crate::form::FormField> {
+        crate::form::fields(&self.root)
+    }
+
     /// The values at and below `path` as JSON.
     pub fn subtree_json(&self, path: &str) -> Result<serde_json::Value, ContainerError> {
         Ok(json::node_json(self.node(path)?.1))

@@ -35,7 +35,8 @@
 //!
 //! Modules: [`model`] (values and qualifiers), [`def_xml`] (reading
 //! definitions and their includes), [`params_xml`] (PARAMS files),
-//! [`validate`] (qualifier checks and CCP4i2 error codes), [`classes`]
+//! [`validate`] (qualifier checks and CCP4i2 error codes), [`form`] (the
+//! items as a form's fields), [`classes`]
 //! (which CCP4i2 classes are what), `container` (the [`Container`] API),
 //! `json` (the JSON view), `path` (dotted paths) and `xml` (the XML tree
 //! and writer underneath).
@@ -44,6 +45,7 @@ pub mod classes;
 mod container;
 pub mod def_xml;
 mod error;
+pub mod form;
 mod json;
 pub mod model;
 pub mod params_xml;
@@ -55,6 +57,7 @@ pub use classes::{FileClass, file_class};
 pub use container::{Container, dir_resolver};
 pub use def_xml::Resolver;
 pub use error::{ContainerError, DefError, ParamsError};
+pub use form::{FieldKind, FormField};
 pub use model::{FileValue, Qualifiers, Value};
 pub use params_xml::ParamsHeader;
 pub use validate::{Report, Severity};

@@ -113,3 +113,33 @@ pub fn step_records(jobs: &Path, n: u32) -> Vec<(String, Option<String>, Option<
         })
         .collect()
 }
+
+/// `kiln serve` on `listen` (`127.0.0.1:0` for a free port) with a jobs
+/// directory `jobs` in `dir` and the registry `reg`, and the URL it took.
+pub fn serve(dir: &Path, reg: &Path, listen: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut server = command_in(dir, KILN)
+        .args([
+            "serve",
+            "--listen",
+            listen,
+            "--jobs-dir",
+            "jobs",
+            "--registry",
+        ])
+        .arg(reg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("kiln serve: listening on ")
+        .unwrap_or_else(|| panic!("kiln serve did not start: {line}"))
+        .to_string();
+    (server, url)
+}

@@ -10,7 +10,9 @@
 //! 3. The best refinement is the one with the lowest R free, read from the
 //!    "Final results" table at the end of each step's log. Its model is
 //!    `outputData.XYZOUT`, its weight and R free `BEST_WEIGHT` and `RFREE`;
-//!    the custom signal `best` carries the same as JSON.
+//!    the custom signal `best` carries the same as JSON. Each refinement
+//!    that ends says its weight and R free in a signal `refinement`
+//!    (`"x": "weight"` names the number a chart plots the others against).
 //!
 //! The pipeline fails when the preparation fails or no refinement succeeds.
 
@@ -89,6 +91,13 @@ impl Task for RefineScan {
                 "weight {weight}: R free {r_free:.4} (step {})",
                 step.id()
             ));
+            job.signal(
+                "refinement",
+                &format!(
+                    "{{\"x\": \"weight\", \"weight\": {weight}, \"r_free\": {r_free}, \"job\": \"{}\"}}",
+                    step.id()
+                ),
+            )?;
             if best.is_none_or(|(_, b, _)| r_free < b) {
                 best = Some((*weight, r_free, i));
             }

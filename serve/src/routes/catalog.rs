@@ -81,6 +81,7 @@ pub async fn task(
         requests: serde_json::to_value(&info.requests).unwrap_or_default(),
         requests_with_sub_tasks: serde_json::to_value(&with_sub).unwrap_or_default(),
         definition: info.definition.clone(),
+        form: serde_json::to_value(info.container.form()).unwrap_or_default(),
     }))
 }
 

@@ -339,7 +339,11 @@ pub async fn list(
             Problem::bad_request("cursor must be the next_cursor of an earlier page")
         })?),
     };
-    let rows = state.service.store.history(
+    let store = &state.service.store;
+    // Read before the list: a change after it is then in the events that
+    // follow, never between the two.
+    let last_event = store.last_event()?;
+    let rows = store.history(
         q.state.as_deref(),
         q.task.as_deref(),
         before,
@@ -365,11 +369,21 @@ pub async fn list(
                 status: rec.and_then(|r| r.status.clone()),
                 reason: rec.and_then(|r| r.reason.clone()),
                 submitted_at: Some(r.submission.submitted),
+                started_at: rec.and_then(|r| r.started),
                 ended_at: rec.and_then(|r| r.ended),
+                progress: store
+                    .own_progress(r.submission.id)
+                    .ok()
+                    .flatten()
+                    .and_then(|data| serde_json::from_str(&data).ok()),
             }
         })
         .collect();
-    Ok(Json(JobList { jobs, next_cursor }))
+    Ok(Json(JobList {
+        jobs,
+        next_cursor,
+        last_event,
+    }))
 }
 
 #[utoipa::path(

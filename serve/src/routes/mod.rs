@@ -77,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(crate::openapi::document))
+        .merge(crate::dashboard::routes())
         .fallback(|| async { Problem::not_found("no such resource; see GET /openapi.json") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
