@@ -257,6 +257,25 @@ fn a_job_submitted_over_http_is_followed_to_its_end_and_its_output_read_back() {
         cryst1.contains("9.643") && cryst1.contains("101.22"),
         "{cryst1}"
     );
+    // A sub-job's stream: its part of the pipeline's, numbered as there.
+    let sub = format!("{id}.2");
+    let part = events_of(&server, &sub, None);
+    assert!(
+        !part.is_empty() && part.iter().all(|e| e.data["job_id"] == sub.as_str()),
+        "{part:?}"
+    );
+    let whole: Vec<&Sse> = events
+        .iter()
+        .filter(|e| e.data["job_id"] == sub.as_str())
+        .collect();
+    assert_eq!(part.iter().collect::<Vec<_>>(), whole);
+    assert_eq!(part.last().unwrap().event, "finished");
+    let r = client()
+        .get(server.url(&format!("/jobs/{id}.9/events")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
     // The pipeline's own output is the same file, read through its job.
     let top = &view["outputs"]["outputData.XYZOUT"];
     assert_eq!(

@@ -148,7 +148,8 @@ function follow(url, { after = 0, onEvent, signal }) {
           headers: headers({ "Last-Event-ID": String(last), Accept: "text/event-stream" }),
           signal,
         });
-        if (r.status === 401 || r.status === 403) {
+        if (r.status >= 400 && r.status < 500) {
+          // Asking again would get the same answer.
           setConnection(`events refused: ${(await problemOf(r)).detail}`);
           return;
         }
@@ -474,6 +475,7 @@ async function jobView(main, id, signal) {
     stop.hidden = id !== top || !!view.status;
     tree.replaceChildren(nodeEl(view));
     renderOutputs();
+    log.fill();
   };
   render();
 
@@ -647,8 +649,10 @@ function logPanel(jobIds, signal) {
     }
   };
   const fill = () => {
+    const ids = jobIds();
+    if (ids.join(" ") === [...jobSelect.options].map((o) => o.value).join(" ")) return;
     const keep = jobSelect.value;
-    jobSelect.replaceChildren(...jobIds().map((j) => h("option", { value: j, selected: j === keep }, j)));
+    jobSelect.replaceChildren(...ids.map((j) => h("option", { value: j, selected: j === keep }, j)));
   };
   jobSelect.addEventListener("focus", fill);
   fill();
@@ -659,7 +663,7 @@ function logPanel(jobIds, signal) {
       h("label", { for: "log-process" }, "Program number "), process,
       h("button", { id: "log-follow", onclick: start }, "Show log")),
     note, out);
-  return { panel };
+  return { panel, fill };
 }
 
 function confirmDialog(text, ok) {

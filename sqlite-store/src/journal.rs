@@ -389,10 +389,15 @@ impl SqliteStore {
 
     /// Whether job `top`'s own `finished` is recorded.
     pub fn has_finished(&self, top: u64) -> Result<bool, StoreError> {
+        self.job_has_finished(top, &top.to_string())
+    }
+
+    /// Whether job `job` (of top-level job `top`) has its `finished`.
+    pub fn job_has_finished(&self, top: u64, job: &str) -> Result<bool, StoreError> {
         self.read(|c| {
             c.query_row(
                 "SELECT count(*) FROM events WHERE top = ?1 AND kind = 'finished' AND job_id = ?2",
-                params![top as i64, top.to_string()],
+                params![top as i64, job],
                 |r| r.get::<_, i64>(0),
             )
         })

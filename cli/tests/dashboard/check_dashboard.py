@@ -95,6 +95,11 @@ def main():
             expect(state_of(page, sub)).to_have_attribute("data-state", "finished")
         expect(node(page, f"{demo}.1")).to_contain_text("mtzdump")
         expect(node(page, f"{demo}.2")).to_contain_text("pdbset")
+        # mtzdump's stdout, in the page's log view.
+        page.select_option("#log-job", f"{demo}.1")
+        page.click("#log-follow")
+        expect(page.locator("#log")).to_contain_text("Number of Reflections", timeout=30_000)
+        expect(page.locator("#log-note")).to_have_text("ended")
         button = page.locator(f'button[data-output="{demo}:outputData.XYZOUT"]')
         expect(button).to_be_visible(timeout=30_000)
         with page.expect_download() as download:

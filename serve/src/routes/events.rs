@@ -5,7 +5,9 @@
 //! Each stream first replays from the journal what the client has not
 //! seen (after `Last-Event-ID` or `?after=N`), then sends live events,
 //! skipping any it already sent; a job's stream ends after its own
-//! `finished`. A client that falls behind the live events is dropped, not
+//! `finished`. A sub-job's stream (`/jobs/12.1/events`) is its part of its
+//! top-level job's, numbered as there, so the same `Last-Event-ID` works
+//! on both. A client that falls behind the live events is dropped, not
 //! waited for: it reconnects with its last id and catches up from the
 //! journal.
 
@@ -51,13 +53,33 @@ fn after_of(headers: &HeaderMap, query: Option<&AfterQuery>) -> Result<i64, Prob
     Ok(query.and_then(|q| q.after).unwrap_or(0).max(0))
 }
 
-fn is_end(row: &EventRow, top: u64) -> bool {
-    row.kind == "finished" && row.job_id == top.to_string()
+/// The events of one job and its sub-jobs: a top-level job's stream, or a
+/// sub-job's part of it (numbered as in its top-level job's stream).
+struct Stream {
+    top: u64,
+    job: String,
 }
 
-/// Feed `tx` with job `top`'s events after `after`, to its `finished`.
-async fn pump_job(state: AppState, top: u64, after: i64, tx: mpsc::Sender<Arc<EventRow>>) {
+impl Stream {
+    fn holds(&self, row: &EventRow) -> bool {
+        row.job_id == self.job
+            || row
+                .job_id
+                .strip_prefix(self.job.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
+    }
+
+    /// The job's own `finished`, or its top-level job's: nothing of it
+    /// comes after either.
+    fn is_end(&self, row: &EventRow) -> bool {
+        row.kind == "finished" && (row.job_id == self.job || row.job_id == self.top.to_string())
+    }
+}
+
+/// Feed `tx` with the events of `scope` after `after`, to its `finished`.
+async fn pump_job(state: AppState, scope: Stream, after: i64, tx: mpsc::Sender<Arc<EventRow>>) {
     let service = &state.service;
+    let top = scope.top;
     let live = service.recorder.subscribe();
     let mut last = after;
     let mut ended = false;
@@ -71,7 +93,8 @@ async fn pump_job(state: AppState, top: u64, after: i64, tx: mpsc::Sender<Arc<Ev
             if ended {
                 return;
             }
-            if service.store.has_finished(top).unwrap_or(false) {
+            let finished = |job: &str| service.store.job_has_finished(top, job).unwrap_or(false);
+            if finished(&scope.job) || finished(&top.to_string()) {
                 ended = true;
                 continue;
             }
@@ -79,17 +102,29 @@ async fn pump_job(state: AppState, top: u64, after: i64, tx: mpsc::Sender<Arc<Ev
         }
         for row in rows {
             last = row.seq;
-            let end = is_end(&row, top);
+            if !scope.holds(&row) {
+                continue;
+            }
+            let end = scope.is_end(&row);
             if tx.send(Arc::new(row)).await.is_err() || end {
                 return;
             }
         }
     }
     forward_live(state.clone(), live, tx, |row| {
-        (row.top == top as i64 && row.seq > last).then(|| {
-            last = row.seq;
-            is_end(row, top)
-        })
+        if row.top != top as i64 || row.seq <= last {
+            return None;
+        }
+        last = row.seq;
+        let end = scope.is_end(row);
+        if scope.holds(row) {
+            Some(end)
+        } else if end {
+            // The top-level job ended, and with it this sub-job's stream.
+            Some(true)
+        } else {
+            None
+        }
     })
     .await;
 }
@@ -148,18 +183,20 @@ async fn pump_all(state: AppState, after: i64, tx: mpsc::Sender<Arc<EventRow>>) 
     .await;
 }
 
-fn job_of(state: &AppState, id: &str) -> Result<u64, Problem> {
-    let top = top_number(id)
-        .filter(|_| !id.contains('.'))
-        .ok_or_else(|| {
-            Problem::not_found(format!(
-                "there is no job {id}; streams are of top-level jobs"
-            ))
-        })?;
-    if state.service.store.submission(top)?.is_none() {
-        return Err(Problem::not_found(format!("there is no job {id}")));
+fn job_of(state: &AppState, id: &str) -> Result<Stream, Problem> {
+    let missing = || Problem::not_found(format!("there is no job {id}"));
+    let top = top_number(id).ok_or_else(missing)?;
+    let store = &state.service.store;
+    if store.submission(top)?.is_none() {
+        return Err(missing());
     }
-    Ok(top)
+    if id.contains('.') && kiln_host::jobs::store::JobStore::get(&**store, id).is_none() {
+        return Err(missing());
+    }
+    Ok(Stream {
+        top,
+        job: id.to_string(),
+    })
 }
 
 fn sse(rx: mpsc::Receiver<Arc<EventRow>>, global: bool) -> Response {
@@ -180,12 +217,12 @@ fn sse(rx: mpsc::Receiver<Arc<EventRow>>, global: bool) -> Response {
 #[utoipa::path(
     get, path = "/jobs/{id}/events", tag = "events",
     params(
-        ("id" = String, Path, description = "A top-level job id"),
+        ("id" = String, Path, description = "A job id: a top-level job's `12`, or a sub-job's `12.1` for its part of that stream"),
         ("Last-Event-ID" = Option<String>, Header, description = "The last event number seen"),
         AfterQuery,
     ),
     responses(
-        (status = 200, description = "Server-Sent Events: `id` the event's number in the job, `event` its kind, `data` the event as JSON; ends after the job's `finished`", content_type = "text/event-stream", body = crate::views::SseEvent),
+        (status = 200, description = "Server-Sent Events: `id` the event's number in the job, `event` its kind, `data` the event as JSON; ends after the job's `finished` (a sub-job's stream also after its top-level job's)", content_type = "text/event-stream", body = crate::views::SseEvent),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -203,9 +240,9 @@ pub async fn job_events(
     state.authorize(&headers, Scope::Read)?;
     let query = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let after = after_of(&headers, Some(&query))?;
-    let top = job_of(&state, &id)?;
+    let scope = job_of(&state, &id)?;
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
-    tokio::spawn(pump_job(state, top, after, tx));
+    tokio::spawn(pump_job(state, scope, after, tx));
     Ok(sse(rx, false))
 }
 
@@ -238,7 +275,7 @@ pub async fn all_events(
 
 #[utoipa::path(
     get, path = "/jobs/{id}/ws", tag = "events",
-    params(("id" = String, Path, description = "A top-level job id"), AfterQuery),
+    params(("id" = String, Path, description = "A job id: a top-level job's `12`, or a sub-job's `12.1`"), AfterQuery),
     responses(
         (status = 101, description = "WebSocket: one text message per event, the event's JSON, as in the SSE stream; closed after the job's `finished`"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -260,7 +297,7 @@ pub async fn job_ws(
     state.authorize(&headers, Scope::Read)?;
     let query = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let after = after_of(&headers, Some(&query))?;
-    let top = job_of(&state, &id)?;
+    let scope = job_of(&state, &id)?;
     let upgrade = upgrade.map_err(|e| {
         Problem::new(
             axum::http::StatusCode::UPGRADE_REQUIRED,
@@ -268,12 +305,12 @@ pub async fn job_ws(
             format!("this is a WebSocket endpoint ({e}); for Server-Sent Events use GET /jobs/{id}/events"),
         )
     })?;
-    Ok(upgrade.on_upgrade(move |socket| ws_session(socket, state, top, after)))
+    Ok(upgrade.on_upgrade(move |socket| ws_session(socket, state, scope, after)))
 }
 
-async fn ws_session(mut socket: WebSocket, state: AppState, top: u64, after: i64) {
+async fn ws_session(mut socket: WebSocket, state: AppState, scope: Stream, after: i64) {
     let (tx, mut rx) = mpsc::channel(CLIENT_BUFFER);
-    tokio::spawn(pump_job(state, top, after, tx));
+    tokio::spawn(pump_job(state, scope, after, tx));
     while let Some(row) = rx.recv().await {
         if socket
             .send(Message::Text(row.data.clone().into()))
