@@ -8,6 +8,7 @@ use std::path::PathBuf;
 /// Standard tasks: (package, lib name = task name).
 const TASKS: &[(&str, &str)] = &[
     ("kiln-task-mtzdump", "mtzdump"),
+    ("kiln-task-mtzheader", "mtzheader"),
     ("kiln-task-pdbset", "pdbset"),
     ("kiln-task-demo-copycell", "demo_copycell"),
     ("kiln-task-refmac", "refmac"),

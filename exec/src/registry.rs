@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Plugins ask for names, never paths. Without a file, Kiln discovers a CCP4
-//! installation (`$CCP4/bin`) and gemmi on `PATH`.
+//! installation (`$CCP4/bin`) and gemmi on `PATH` (the executable a pyenv
+//! shim would run, not the shim), with gemmi's subcommands as entries of
+//! their own (`gemmi-mtz` is `gemmi mtz`).
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -151,7 +153,7 @@ impl Registry {
     }
 
     /// Programs found on this machine: CCP4's under `$CCP4/bin`, and gemmi on
-    /// `PATH`.
+    /// `PATH` with its subcommands ([`GEMMI_ENTRIES`]).
     pub fn discover() -> Registry {
         let mut registry = Registry {
             programs: BTreeMap::new(),
@@ -186,19 +188,102 @@ impl Registry {
                 }
             }
         }
-        if let Some(path) = find_on_path("gemmi") {
-            let _ = registry.insert(
-                "gemmi",
-                ProgramEntry {
-                    path,
-                    args: vec![],
-                    env: BTreeMap::new(),
-                    sha256: None,
-                },
-            );
+        if let Some(path) = std::env::var_os("PATH").and_then(|p| find_gemmi(&p)) {
+            for (name, args) in GEMMI_ENTRIES {
+                let _ = registry.insert(
+                    name,
+                    ProgramEntry {
+                        path: path.clone(),
+                        args: args.iter().map(|a| a.to_string()).collect(),
+                        env: BTreeMap::new(),
+                        sha256: None,
+                    },
+                );
+            }
         }
         registry
     }
+}
+
+/// gemmi, and its subcommands as programs of their own: a task asks for
+/// `gemmi-mtz`, and a grant names exactly the subcommands it may run.
+pub const GEMMI_ENTRIES: &[(&str, &[&str])] = &[
+    ("gemmi", &[]),
+    ("gemmi-mtz", &["mtz"]),
+    ("gemmi-convert", &["convert"]),
+    ("gemmi-sfcalc", &["sfcalc"]),
+    ("gemmi-contents", &["contents"]),
+    ("gemmi-cif2mtz", &["cif2mtz"]),
+    ("gemmi-mtz2cif", &["mtz2cif"]),
+];
+
+/// The gemmi executable that running `gemmi` from `path_var` really runs.
+fn find_gemmi(path_var: &std::ffi::OsStr) -> Option<PathBuf> {
+    let found = find_on_path_in(path_var, "gemmi")?;
+    match resolve_shim(&found, "gemmi") {
+        Ok(real) => Some(real),
+        Err(why) => {
+            tracing::warn!(
+                "gemmi at {} is left out of the registry: {why}",
+                found.display()
+            );
+            None
+        }
+    }
+}
+
+/// What running `path` really executes: the file itself, or, for a pyenv
+/// shim (a bash script that hands over to pyenv), the program pyenv would
+/// run. A shim cannot be registered as it is: confined, it runs a shell and
+/// pyenv, which the program is not granted, and what it runs depends on
+/// the environment of each run.
+fn resolve_shim(path: &Path, name: &str) -> Result<PathBuf, String> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(8192).read_to_end(&mut head))
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if !head.starts_with(b"#!") {
+        return Ok(path.to_path_buf());
+    }
+    let text = String::from_utf8_lossy(&head);
+    let quoted_after = |prefix: &str| {
+        text.lines().find_map(|l| {
+            let rest = l.trim().strip_prefix(prefix)?;
+            Some(rest.split('"').next()?.to_string())
+        })
+    };
+    let Some(pyenv) = quoted_after("exec \"").filter(|p| p.ends_with("/pyenv")) else {
+        return Err("it is a script, not a program; register the program it runs".into());
+    };
+    let mut which = std::process::Command::new(&pyenv);
+    which
+        .args(["which", name])
+        .stdin(std::process::Stdio::null());
+    if let Some(root) = quoted_after("export PYENV_ROOT=\"") {
+        which.env("PYENV_ROOT", root);
+    }
+    let out = which
+        .output()
+        .map_err(|e| format!("it is a pyenv shim, and `{pyenv} which {name}` failed: {e}"))?;
+    let real = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if !out.status.success() || !real.is_absolute() || !is_executable(&real) {
+        return Err(format!(
+            "it is a pyenv shim, and `pyenv which {name}` did not name an executable: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let mut magic = [0u8; 2];
+    if std::fs::File::open(&real)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| &magic == b"#!")
+    {
+        return Err(format!(
+            "pyenv runs {}, a script, not a program",
+            real.display()
+        ));
+    }
+    Ok(real)
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -208,9 +293,8 @@ fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+fn find_on_path_in(path_var: &std::ffi::OsStr, name: &str) -> Option<PathBuf> {
+    std::env::split_paths(path_var)
         .map(|dir| dir.join(name))
         .find(|p| p.is_absolute() && is_executable(p))
 }
@@ -218,6 +302,71 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn executable(path: &Path, text: &[u8]) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// A pyenv layout: a shim on PATH, pyenv, and the version's binary.
+    fn pyenv_layout(dir: &Path, real_is: &[u8]) -> (PathBuf, PathBuf) {
+        let shims = dir.join("shims");
+        let libexec = dir.join("libexec");
+        let bin = dir.join("versions/3.11/bin");
+        for d in [&shims, &libexec, &bin] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let real = bin.join("gemmi");
+        executable(&real, real_is);
+        executable(
+            &libexec.join("pyenv"),
+            format!(
+                "#!/bin/sh\n[ \"$1 $2 $PYENV_ROOT\" = \"which gemmi {}\" ] || exit 1\necho {}\n",
+                dir.display(),
+                real.display()
+            )
+            .as_bytes(),
+        );
+        executable(
+            &shims.join("gemmi"),
+            format!(
+                "#!/usr/bin/env bash\nset -e\nprogram=\"${{0##*/}}\"\nexport PYENV_ROOT=\"{}\"\nexec \"{}\" exec \"$program\" \"$@\"\n",
+                dir.display(),
+                libexec.join("pyenv").display()
+            )
+            .as_bytes(),
+        );
+        (shims, real)
+    }
+
+    #[test]
+    fn a_pyenv_shim_is_resolved_to_the_program_it_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (shims, real) = pyenv_layout(tmp.path(), b"\x7fELF\x02\x01\x01");
+        let path_var = std::env::join_paths([Path::new("/nonexistent"), &shims]).unwrap();
+        assert_eq!(find_gemmi(&path_var), Some(real.clone()));
+        // A program on PATH is itself.
+        let bin = real.parent().unwrap();
+        assert_eq!(find_gemmi(bin.as_os_str()), Some(real));
+    }
+
+    #[test]
+    fn a_script_that_is_not_a_shim_or_runs_a_script_is_left_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (shims, real) = pyenv_layout(tmp.path(), b"#!/usr/bin/python3\nprint()\n");
+        let e = resolve_shim(&shims.join("gemmi"), "gemmi").unwrap_err();
+        assert!(
+            e.contains(&format!("pyenv runs {}, a script", real.display())),
+            "{e}"
+        );
+        assert_eq!(find_gemmi(shims.as_os_str()), None);
+
+        let other = tmp.path().join("wrapper");
+        executable(&other, b"#!/bin/sh\nexec /opt/gemmi \"$@\"\n");
+        let e = resolve_shim(&other, "gemmi").unwrap_err();
+        assert!(e.contains("a script, not a program"), "{e}");
+    }
 
     #[test]
     fn parses_entries_and_rejects_relative_paths_and_unknown_fields() {
