@@ -9,6 +9,10 @@ use std::path::PathBuf;
 const TASKS: &[(&str, &str)] = &[
     ("kiln-task-mtzdump", "mtzdump"),
     ("kiln-task-mtzheader", "mtzheader"),
+    ("kiln-task-coord-convert", "coord_convert"),
+    ("kiln-task-sfcalc-r", "sfcalc_r"),
+    ("kiln-task-model-contents", "model_contents"),
+    ("kiln-task-gemmi-report", "gemmi_report"),
     ("kiln-task-pdbset", "pdbset"),
     ("kiln-task-demo-copycell", "demo_copycell"),
     ("kiln-task-refmac", "refmac"),
