@@ -5,7 +5,8 @@
 //! that the conformance suite has programs whose output is byte-for-byte what
 //! the CCP4i2 wrappers parse. They implement only what those pipelines use:
 //!
-//! - [`mtz`] reads the header of a binary MTZ reflection file;
+//! - [`mtz`] reads the header of a binary MTZ reflection file, and
+//!   [`mtz_file`] whole files, with their reflections, read and written;
 //! - [`mtzdump`] prints the libccp4 header listing of an MTZ file
 //!   (`HKLIN <file>`, keywords `HEADER`, `NREF`, `END` on stdin);
 //! - [`pdbset`] rewrites the unit cell in a PDB file's CRYST1 record
@@ -21,6 +22,7 @@ use std::io::{Read, Write};
 
 mod keywords;
 pub mod mtz;
+pub mod mtz_file;
 pub mod mtzdump;
 pub mod pdbset;
 pub mod refmac5;
